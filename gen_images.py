@@ -1,0 +1,130 @@
+"""Generate images from a network pickle, at any scale, size or viewport."""
+
+import os
+import tempfile
+
+import click
+import numpy as np
+import PIL.Image
+import torch
+import tqdm
+
+import legacy
+from torch_utils import cli
+from torch_utils import render
+from training.networks_creps import PRECISIONS, default_precision
+
+#----------------------------------------------------------------------------
+
+TILE_BUDGET_BYTES = 256 << 20 # Auto tiling: largest float32 output tile (batch x pixels x channels) rendered at once.
+
+def save_png(img, path):
+    """Write a uint8 HWC array as PNG atomically: a crash never leaves a truncated file at `path`."""
+    mode = {1: 'L', 3: 'RGB', 4: 'RGBA'}[img.shape[2]]
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-', suffix='.png')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            PIL.Image.fromarray(img[:, :, 0] if mode == 'L' else img, mode).save(f, format='PNG')
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+def to_uint8(img):
+    """Float image tensor [N, C, H, W] in [-1, 1] -> uint8 numpy [N, H, W, C]."""
+    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+def make_labels(G, class_idx, batch_size, device):
+    """One-hot labels for `class_idx`, checked against the network's conditioning."""
+    c = torch.zeros([batch_size, G.c_dim], device=device)
+    if G.c_dim == 0:
+        if class_idx is not None:
+            raise click.BadParameter('the network is unconditional; remove --class', param_hint='--class')
+        return c
+    if class_idx is None:
+        raise click.BadParameter(f'the network is conditional: choose a class with --class (0 to {G.c_dim - 1})', param_hint='--class')
+    if class_idx >= G.c_dim:
+        raise click.BadParameter(f'class {class_idx} is out of range: the network has classes 0 to {G.c_dim - 1}', param_hint='--class')
+    c[:, class_idx] = 1
+    return c
+
+def seed_latents(G, seeds, device):
+    """The latent of each seed, drawn as in NVIDIA's scripts so that seeds give the same images."""
+    z = np.stack([np.random.RandomState(seed).randn(G.z_dim) for seed in seeds])
+    return torch.from_numpy(z).to(device=device, dtype=torch.float32)
+
+#----------------------------------------------------------------------------
+
+@click.command()
+@click.option('--network', 'network_pkl', help='Network pickle filename or URL', metavar='PATH|URL', required=True)
+@click.option('--seeds', type=cli.IntRange(), help="Random seeds, e.g. '0,2,5-9'", required=True)
+@click.option('--trunc', 'truncation_psi', type=float, help='Truncation psi', default=1, show_default=True)
+@click.option('--class', 'class_idx', type=click.IntRange(min=0), help='Class label (conditional networks)')
+@click.option('--noise-mode', type=click.Choice(['const', 'random', 'none']), help='Noise mode (for StyleGAN networks; CREPS has no noise)', default='const', show_default=True)
+@click.option('--scale', type=click.FloatRange(min=0, min_open=True), help='Output scale relative to the training resolution, any positive float', default=1, show_default=True)
+@click.option('--size', type=cli.Size(), help='Output size WxH; samples the viewport with exactly this many pixels')
+@click.option('--viewport', type=cli.FloatTuple(4, '0,1,0,1'), help='Region x0,x1,y0,y1 of the continuous image domain ([0,1] is the training frame; may extend beyond)')
+@click.option('--tile', type=click.IntRange(min=1), help='Render in tiles of this many pixels square [default: automatic for large outputs]')
+@click.option('--batch', 'batch_size', type=click.IntRange(min=1), help='Images rendered at once', default=1, show_default=True)
+@click.option('--precision', type=click.Choice(PRECISIONS), help='Compute precision [default: fp16 mixed on CUDA, fp32 on CPU]')
+@click.option('--device', help='Torch device', default=cli.default_device(), show_default=True)
+@click.option('--outdir', help='Where to save the output images', metavar='DIR', required=True)
+def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, scale, size, viewport, tile, batch_size, precision, device, outdir):
+    """Generate images using a pretrained network pickle.
+
+    \b
+    # 2.5 times the training resolution:
+    python gen_images.py --network=g.pkl --seeds=0-3 --scale=2.5 --outdir=out
+    \b
+    # A 1920x1080 render of a zoomed-in region, in tiles of 512 pixels:
+    python gen_images.py --network=g.pkl --seeds=7 --size=1920x1080 --viewport=0.2,0.6,0.3,0.525 --tile=512 --outdir=out
+    """
+    device = cli.resolve_device(device)
+    precision = precision or default_precision(device)
+    if precision == 'fp16' and device.type != 'cuda':
+        raise click.BadParameter('fp16 needs a CUDA device; use fp32 or bf16 on the CPU', param_hint='--precision')
+
+    print(f'Loading network from "{network_pkl}"...')
+    try:
+        G = legacy.load_network(network_pkl)
+    except legacy.NetworkPickleError as err:
+        raise click.ClickException(str(err))
+    G = G.eval().requires_grad_(False).to(device)
+
+    any_scale = render.supports_lines(G.synthesis)
+    if not any_scale and (scale != 1 or size is not None or viewport is not None or tile is not None):
+        raise click.UsageError(f'{type(G).__module__}.{type(G).__name__} renders only at its training resolution: --scale, --size, --viewport and --tile need a CREPS network')
+    if any_scale:
+        rows, cols = render.lines_for_viewport(G.img_resolution, viewport or (0, 1, 0, 1), scale=scale, size=size)
+        tile = tile or render.auto_tile(batch_size, len(rows), len(cols), G.img_channels, TILE_BUDGET_BYTES)
+        num_tiles = len(list(render.tiles(len(rows), len(cols), tile)))
+        print(f'Rendering {len(cols)}x{len(rows)} pixels' + (f' in {num_tiles} tiles of {tile}x{tile}' if num_tiles > 1 else ''))
+    else:
+        num_tiles = 1
+
+    labels = make_labels(G, class_idx, batch_size, device)
+    os.makedirs(outdir, exist_ok=True)
+    with tqdm.tqdm(total=len(seeds) * num_tiles, unit='tile' if num_tiles > 1 else 'img', desc='Generating') as progress:
+        for start in range(0, len(seeds), batch_size):
+            batch_seeds = seeds[start : start + batch_size]
+            z = seed_latents(G, batch_seeds, device)
+            c = labels[:len(batch_seeds)]
+            with torch.no_grad():
+                if any_scale:
+                    ws = G.mapping(z, c, truncation_psi=truncation_psi)
+                    images = np.empty([len(batch_seeds), len(rows), len(cols), G.img_channels], dtype=np.uint8)
+                    for i, j, img in render.render_tiles(G.synthesis, ws, rows, cols, tile=tile, precision=precision):
+                        images[:, i : i + img.shape[2], j : j + img.shape[3]] = to_uint8(img)
+                        progress.update(len(batch_seeds))
+                else:
+                    images = to_uint8(G(z, c, truncation_psi=truncation_psi, noise_mode=noise_mode))
+                    progress.update(len(batch_seeds))
+            for seed, img in zip(batch_seeds, images):
+                save_png(img, os.path.join(outdir, f'seed{seed:04d}.png'))
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    generate_images() # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------

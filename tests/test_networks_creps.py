@@ -1,0 +1,238 @@
+"""CREPS generator: shapes, the official computation, and the coordinate property."""
+
+import numpy as np
+import pytest
+import torch
+
+from torch_utils import render
+from training.networks_creps import Generator
+
+#----------------------------------------------------------------------------
+
+def tiny_generator(seed=0, **kwargs):
+    torch.manual_seed(seed)
+    args = dict(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3, channel_base=256, channel_max=32, biline_channels=8)
+    args.update(kwargs)
+    return Generator(**args).eval().requires_grad_(False)
+
+def latents(G, n, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn([n, G.z_dim], generator=gen)
+    c = torch.nn.functional.one_hot(torch.arange(n) % max(G.c_dim, 1), max(G.c_dim, 1)).float()[:, :G.c_dim]
+    return z, c
+
+#----------------------------------------------------------------------------
+
+@pytest.mark.parametrize('config', [
+    dict(),
+    dict(c_dim=4),
+    dict(img_resolution=32, img_channels=1),
+    dict(img_resolution=8, rank=4, bandwidth=3),
+    dict(img_resolution=32, img_channels=4, biline_channels=12, num_fp16_res=2, architecture='orig'),
+])
+def test_shapes(config):
+    G = tiny_generator(**config)
+    z, c = latents(G, 3)
+    ws = G.mapping(z, c)
+    assert ws.shape == (3, G.num_ws, G.w_dim)
+    img = G(z, c)
+    assert img.shape == (3, G.img_channels, G.img_resolution, G.img_resolution)
+    assert img.dtype == torch.float32 and torch.isfinite(img).all()
+    rows, cols = torch.linspace(0, 1, 7), torch.linspace(-0.5, 1.5, 11)
+    assert G(z, c, rows=rows, cols=cols).shape == (3, G.img_channels, 7, 11)
+
+def test_parameter_names_and_shapes_match_official_layout():
+    # Names and shapes as in the official CREPS release, so its state dicts load.
+    G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=32, img_channels=3, channel_base=2048, channel_max=128, biline_channels=32)
+    shapes = {name: tuple(t.shape) for name, t in G.state_dict().items()}
+    expected = {
+        'mapping.fc0.weight': (512, 512), 'mapping.fc7.bias': (512,), 'mapping.w_avg': (512,),
+        'synthesis.b4.input.freqs': (1, 128 // 2 * 8), 'synthesis.b4.input.coords': (1, 32, 2, 1),
+        'synthesis.b4.input.weight': (1, 128, 1, 16), 'synthesis.b4.input.affine.weight': (128 * 16, 512),
+        'synthesis.b4.fc1.weight': (128, 128), 'synthesis.b4.tores.weight': (32, 128),
+        'synthesis.b8.fc0.affine.weight': (128, 512), 'synthesis.b32.fc0.weight': (64, 128), 'synthesis.b32.tores.bias': (32,),
+        'synthesis.decoder_8.0.weight': (64, 32), 'synthesis.decoder_32.1.weight': (128, 64), 'synthesis.decoder_32.3.bias': (32,),
+        'synthesis.decoder_last.2.weight': (64, 128), 'synthesis.decoder_img.weight': (3, 32),
+        'synthesis.block0.fc0.weight': (128, 32), 'synthesis.block0.fc1.weight': (128, 128), 'synthesis.block0.tores.weight': (3, 128),
+        'synthesis.block1.fc0.weight': (64, 128), 'synthesis.block1.tores.affine.weight': (64, 512),
+    }
+    for name, shape in expected.items():
+        assert shapes.get(name) == shape, name
+    assert G.num_ws == 1 + 1 + 2 * 3 + 1
+    assert 'synthesis.b4.fc0.weight' not in shapes and 'synthesis.decoder_4.0.weight' not in shapes
+
+#----------------------------------------------------------------------------
+# An independent transcription of the official forward pass (channels-first, rows and
+# columns side by side in the last axis, coordinates from the `coords` buffer).
+
+def _official_fc(layer, x):
+    y = x @ (layer.weight * layer.weight_gain).t() + layer.bias * layer.bias_gain
+    return torch.nn.functional.leaky_relu(y, 0.2) * np.sqrt(2) if layer.activation == 'lrelu' else y
+
+def _official_modulated(x, layer, w, demodulate, act, clamp):
+    styles = _official_fc(layer.affine, w) * (1 if demodulate else layer.weight_gain)
+    wt = layer.weight[None] * styles[:, None, :]
+    if demodulate:
+        wt = wt / (wt.square().sum(2, keepdim=True) + 1e-8).sqrt()
+    y = torch.einsum('nihw,noi->nohw', x, wt) + layer.bias.reshape(1, -1, 1, 1)
+    if act:
+        y = torch.nn.functional.leaky_relu(y, 0.2) * np.sqrt(2)
+    return y.clamp(-clamp, clamp)
+
+def _official_block(block, x, res, ws):
+    ws = list(ws.unbind(1))
+    if block.in_channels == 1:
+        inp = block.input
+        n = ws[0].shape[0]
+        t = inp.coords.repeat(n, 1, 1, 1) @ inp.freqs
+        t = t.reshape(n, -1, 2, inp.channels // 2, inp.rank).permute(0, 3, 1, 2, 4) * (2 * np.pi)
+        t = t.reshape(*t.shape[:3], -1)
+        x = torch.sin(torch.cat([t, t + np.pi / 2], dim=1))
+        x = x * (inp.weight * _official_fc(inp.affine, ws.pop(0)).reshape(n, inp.channels, 1, -1)) / np.sqrt(inp.channels)
+    else:
+        x = _official_modulated(x, block.fc0, ws.pop(0), True, True, 256)
+    x = _official_modulated(x, block.fc1, ws.pop(0), True, True, 256)
+    if block.is_last or block.architecture == 'skip':
+        y = _official_modulated(x, block.tores, ws.pop(0), False, False, 256)
+        res = y if res is None else res + y
+    return x, res
+
+def official_synthesis(S, ws):
+    x = biline = feature = None
+    w_idx = 0
+    for res in S.block_resolutions:
+        block = getattr(S, f'b{res}')
+        count = (res == 4) + block.num_fc + block.num_tores
+        x, biline = _official_block(block, x, biline, ws[:, w_idx : w_idx + count])
+        w_idx += block.num_fc
+        if biline is not None:
+            rows, cols = (biline * np.sqrt(0.5)).chunk(2, dim=-1)
+            new_f = rows @ cols.transpose(-2, -1)
+            n, c, h, w = new_f.shape
+            new_f = new_f.permute(0, 2, 3, 1).reshape(-1, c)
+            feature = new_f if feature is None else getattr(S, f'decoder_{res}')(feature) + new_f
+    feature = S.decoder_last(feature)
+    img = S.decoder_img(feature).reshape(n, h, w, -1).permute(0, 3, 1, 2)
+    feature = feature.reshape(n, h, w, -1).permute(0, 3, 1, 2)
+    last = ws[:, -1:].repeat(1, 3, 1)
+    for block in [S.block0, S.block1]:
+        feature, img = _official_block(block, feature, img, last)
+    return img
+
+@pytest.mark.parametrize('config', [dict(), dict(img_resolution=32, rank=4), dict(c_dim=3, architecture='orig')])
+def test_matches_official_computation(config):
+    G = tiny_generator(**config)
+    # Non-trivial biases and gains so that every term of the computation matters.
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith('bias'):
+                p.add_(torch.randn_like(p) * 0.1)
+    z, c = latents(G, 2)
+    ws = G.mapping(z, c)
+    ours = G.synthesis(ws)
+    theirs = official_synthesis(G.synthesis, ws)
+    assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4), (ours - theirs).abs().max()
+
+def test_truncation_moves_toward_w_avg():
+    G = tiny_generator()
+    G.mapping.w_avg.copy_(torch.randn(G.w_dim))
+    z, c = latents(G, 2)
+    ws = G.mapping(z, c, truncation_psi=0)
+    assert torch.allclose(ws, G.mapping.w_avg.expand_as(ws))
+    half = G.mapping(z, c, truncation_psi=0.5)
+    assert torch.allclose(half, (G.mapping(z, c) + ws) / 2, atol=1e-6)
+
+#----------------------------------------------------------------------------
+# The coordinate property: a pixel depends on its own row and column coordinate only.
+
+def test_subset_of_coordinates_gives_those_pixels():
+    G = tiny_generator()
+    ws = G.mapping(*latents(G, 2))
+    rows, cols = render.lines_for_scale(G.img_resolution, 3.3)
+    full = render.render(G.synthesis, ws, rows, cols)
+    pick_r, pick_c = [0, 5, 17, 52], [3, 4, 40, 41, 52]
+    part = G.synthesis(ws, rows[pick_r], cols[pick_c])
+    assert (part - full[:, :, pick_r][:, :, :, pick_c]).abs().max() <= 1e-5
+
+@pytest.mark.parametrize('tile', [1, 7, 16, 33])
+def test_tiled_equals_full_frame(tile):
+    G = tiny_generator()
+    ws = G.mapping(*latents(G, 2))
+    rows, cols = render.lines_for_scale(G.img_resolution, 2.2)
+    full = render.render(G.synthesis, ws, rows, cols)
+    tiled = render.render(G.synthesis, ws, rows, cols, tile=tile)
+    assert full.shape == (2, 3, 35, 35)
+    assert (full - tiled).abs().max() <= 1e-5
+
+def test_small_chunks_equal_one_pass():
+    # The chunking of the line and pixel stages is an implementation detail: results must not depend on it.
+    G = tiny_generator()
+    ws = G.mapping(*latents(G, 2))
+    ref = G.synthesis(ws)
+    G.synthesis.line_chunk, G.synthesis.pixel_chunk = 1, 5
+    assert (G.synthesis(ws) - ref).abs().max() <= 1e-5
+
+def test_forward_default_is_the_training_grid():
+    G = tiny_generator()
+    ws = G.mapping(*latents(G, 1))
+    rows, cols = render.lines_for_scale(G.img_resolution, 1)
+    assert torch.equal(rows, torch.linspace(0, 1, G.img_resolution))
+    assert torch.equal(G.synthesis(ws), render.render(G.synthesis, ws, rows, cols))
+
+def test_non_square_size_and_viewport():
+    G = tiny_generator()
+    ws = G.mapping(*latents(G, 1))
+    rows, cols = render.lines_for_size(width=30, height=9)
+    img = render.render(G.synthesis, ws, rows, cols)
+    assert img.shape == (1, 3, 9, 30)
+    # A viewport on grid points of a scale-2 frame reproduces that crop of the frame.
+    full_rows, full_cols = render.lines_for_scale(G.img_resolution, 2)
+    step = 1 / (len(full_cols) - 1)
+    vr, vc = render.lines_for_viewport(G.img_resolution, (4 * step, 20 * step, 10 * step, 13 * step), scale=2)
+    assert (len(vc), len(vr)) == (17, 4)
+    full = render.render(G.synthesis, ws, full_rows, full_cols)
+    crop = render.render(G.synthesis, ws, vr, vc)
+    assert (crop - full[:, :, 10:14, 4:21]).abs().max() <= 1e-5
+    # Beyond the training domain the network still renders finite pixels.
+    outside = render.render(G.synthesis, ws, *render.lines_for_viewport(G.img_resolution, (-1, 2, 1, -1), size=(12, 5)))
+    assert outside.shape == (1, 3, 5, 12) and torch.isfinite(outside).all()
+
+def test_scale_consistency_on_aligned_grid():
+    # Rendered on a grid whose 2x2 blocks are centred on the scale-1 samples, the 2x render,
+    # average-pooled, stays close to the 1x render (the generator is continuous in x, y).
+    G = tiny_generator(img_resolution=32, bandwidth=2)
+    ws = G.mapping(*latents(G, 2))
+    base = G.synthesis(ws)
+    fine = G.synthesis(ws, *render.aligned_fine_lines(32, 2))
+    pooled = torch.nn.functional.avg_pool2d(fine, 2)
+    mse = (pooled - base).square().mean() / base.square().mean()
+    assert mse < 1e-2
+
+def test_lines_for_scale_count():
+    rows, cols = render.lines_for_scale(32, 2.5)
+    assert len(rows) == len(cols) == 80 and rows[0] == 0 and rows[-1] == 1
+    with pytest.raises(ValueError):
+        render.lines_for_scale(32, 0)
+
+#----------------------------------------------------------------------------
+
+def test_gradients_and_double_backward():
+    # Training needs gradients w.r.t. parameters and, for path-length regularization, w.r.t. ws twice.
+    G = tiny_generator().train().requires_grad_(True)
+    z, c = latents(G, 2)
+    ws = G.mapping(z, c)
+    img = G.synthesis(ws)
+    (grad_ws,) = torch.autograd.grad((img * torch.randn_like(img)).sum(), ws, create_graph=True)
+    grad_ws.square().sum().backward()
+    assert G.synthesis.b8.fc0.weight.grad is not None and torch.isfinite(G.synthesis.b8.fc0.weight.grad).all()
+    assert G.synthesis.block1.tores.weight.grad.abs().sum() > 0
+
+def test_bf16_precision_close_to_fp32():
+    G = tiny_generator()
+    ws = G.mapping(*latents(G, 1))
+    ref = G.synthesis(ws)
+    low = G.synthesis(ws, precision='bf16')
+    assert low.dtype == torch.float32
+    assert (low - ref).abs().mean() < 0.05 * ref.abs().mean() + 1e-3
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,538 @@
+"""CREPS generator: a mapping network and a column-row ("bi-line") synthesis network.
+
+Every output pixel (row i, column j) is a function of the latent and of its own
+two coordinates only, the row coordinate y_i and the column coordinate x_j:
+there is no spatial convolution and no upsampling. The synthesis therefore runs
+in two stages:
+
+1. the *line stage* maps each coordinate of the row line and of the column line
+   through the per-position layers of every level (cost linear in the side
+   length), giving for each level a row bi-line [N, H, rank, C] and a column
+   bi-line [N, W, rank, C];
+2. the *pixel stage* combines, for any set of rows and columns, the two lines by
+   an outer product summed over rank and runs the per-pixel MLPs (cost linear in
+   the pixel count). Pixels are processed chunk by chunk so that intermediate
+   tensors stay in cache and memory does not grow with the image.
+
+Parameter and buffer names, shapes and the computation follow the official CREPS
+release, so its pickles can be loaded into these classes. Tensors flowing
+through the layers are channels-last, [N, positions, channels], in both stages.
+"""
+
+import numpy as np
+import torch
+
+from torch_utils import misc
+from torch_utils import persistence
+from torch_utils.ops import bias_act
+
+#----------------------------------------------------------------------------
+
+PRECISIONS = ('fp32', 'fp16', 'bf16')
+"""Compute precisions of the synthesis network:
+fp32: every layer in float32;
+fp16: float16 for the layers configured for it (as trained, CUDA only), float32 elsewhere;
+bf16: bfloat16 for every per-position and per-pixel layer, float32 accumulation of the outputs."""
+
+def default_precision(device):
+    """The precision used when none is asked for: mixed fp16 on CUDA as trained, else fp32."""
+    return 'fp16' if torch.device(device).type == 'cuda' else 'fp32'
+
+def layer_dtype(precision, use_fp16):
+    """Compute dtype of a layer configured with `use_fp16` under the given precision."""
+    if precision == 'bf16':
+        return torch.bfloat16
+    if precision == 'fp16' and use_fp16:
+        return torch.float16
+    return torch.float32
+
+#----------------------------------------------------------------------------
+
+@misc.profiled_function
+def normalize_2nd_moment(x, dim=1, eps=1e-8):
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+#----------------------------------------------------------------------------
+
+@misc.profiled_function
+def modulated_fc(
+    x,                  # Input tensor, channels-last: [batch_size, num_positions, in_channels].
+    weight,             # Weight tensor: [out_channels, in_channels].
+    styles,             # Modulation coefficients: [batch_size, in_channels].
+    demodulate  = True, # Apply weight demodulation?
+):
+    """Per-sample modulated fully connected layer applied at every position."""
+    batch_size = x.shape[0]
+    out_channels, in_channels = weight.shape
+    misc.assert_shape(x, [batch_size, None, in_channels])
+    misc.assert_shape(styles, [batch_size, in_channels])
+
+    # Pre-normalize to keep float16 from overflowing; demodulation undoes the scale.
+    if x.dtype == torch.float16 and demodulate:
+        weight = weight * (1 / np.sqrt(in_channels) / weight.norm(float('inf'), dim=1, keepdim=True))
+        styles = styles / styles.norm(float('inf'), dim=1, keepdim=True)
+
+    w = weight.unsqueeze(0) * styles.unsqueeze(1) # [NOI]
+    if demodulate:
+        w = w * (w.square().sum(dim=2, keepdim=True) + 1e-8).rsqrt()
+    return torch.bmm(x, w.transpose(1, 2).to(x.dtype))
+
+#----------------------------------------------------------------------------
+
+@persistence.persistent_class
+class FullyConnectedLayer(torch.nn.Module):
+    def __init__(self,
+        in_features,                # Number of input features.
+        out_features,               # Number of output features.
+        bias            = True,     # Apply additive bias before the activation function?
+        weight_norm     = True,     # Scale the weight by 1/sqrt(in_features) (equalized learning rate)?
+        activation      = 'linear', # Activation function: 'relu', 'lrelu', etc.
+        lr_multiplier   = 1,        # Learning rate multiplier.
+        bias_init       = 0,        # Initial value for the additive bias.
+    ):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.activation = activation
+        self.weight = torch.nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
+        self.bias = torch.nn.Parameter(torch.full([out_features], np.float32(bias_init))) if bias else None
+        self.weight_gain = lr_multiplier / (np.sqrt(in_features) if weight_norm else 1)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x):
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = self.bias
+        if b is not None:
+            b = b.to(x.dtype)
+            if self.bias_gain != 1:
+                b = b * self.bias_gain
+        if self.activation == 'linear' and b is not None and x.ndim == 2:
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        return bias_act.bias_act(x.matmul(w.t()), b, dim=x.ndim - 1, act=self.activation)
+
+    def extra_repr(self):
+        return f'in_features={self.in_features:d}, out_features={self.out_features:d}, activation={self.activation:s}'
+
+#----------------------------------------------------------------------------
+
+@persistence.persistent_class
+class MappingNetwork(torch.nn.Module):
+    def __init__(self,
+        z_dim,                      # Input latent (Z) dimensionality, 0 = no latent.
+        c_dim,                      # Conditioning label (C) dimensionality, 0 = no label.
+        w_dim,                      # Intermediate latent (W) dimensionality.
+        num_ws,                     # Number of intermediate latents to output, None = do not broadcast.
+        num_layers      = 8,        # Number of mapping layers.
+        embed_features  = None,     # Label embedding dimensionality, None = same as w_dim.
+        layer_features  = None,     # Number of intermediate features in the mapping layers, None = same as w_dim.
+        activation      = 'lrelu',  # Activation function: 'relu', 'lrelu', etc.
+        lr_multiplier   = 0.01,     # Learning rate multiplier for the mapping layers.
+        w_avg_beta      = 0.998,    # Decay for tracking the moving average of W during training, None = do not track.
+    ):
+        super().__init__()
+        self.z_dim = z_dim
+        self.c_dim = c_dim
+        self.w_dim = w_dim
+        self.num_ws = num_ws
+        self.num_layers = num_layers
+        self.w_avg_beta = w_avg_beta
+
+        if embed_features is None:
+            embed_features = w_dim
+        if c_dim == 0:
+            embed_features = 0
+        if layer_features is None:
+            layer_features = w_dim
+        features = [z_dim + embed_features] + [layer_features] * (num_layers - 1) + [w_dim]
+
+        if c_dim > 0:
+            self.embed = FullyConnectedLayer(c_dim, embed_features)
+        for idx in range(num_layers):
+            layer = FullyConnectedLayer(features[idx], features[idx + 1], activation=activation, lr_multiplier=lr_multiplier)
+            setattr(self, f'fc{idx}', layer)
+        if num_ws is not None and w_avg_beta is not None:
+            self.register_buffer('w_avg', torch.zeros([w_dim]))
+
+    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False):
+        # Embed, normalize and concatenate the inputs.
+        x = None
+        if self.z_dim > 0:
+            misc.assert_shape(z, [None, self.z_dim])
+            x = normalize_2nd_moment(z.to(torch.float32))
+        if self.c_dim > 0:
+            misc.assert_shape(c, [None, self.c_dim])
+            y = normalize_2nd_moment(self.embed(c.to(torch.float32)))
+            x = torch.cat([x, y], dim=1) if x is not None else y
+
+        for idx in range(self.num_layers):
+            x = getattr(self, f'fc{idx}')(x)
+
+        # Track the moving average of W, the centre of truncation.
+        if self.w_avg_beta is not None and self.training and not update_emas:
+            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+
+        if self.num_ws is not None:
+            x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
+
+        if truncation_psi != 1:
+            assert self.w_avg_beta is not None
+            if self.num_ws is None or truncation_cutoff is None:
+                x = self.w_avg.lerp(x, truncation_psi)
+            else:
+                x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
+        return x
+
+    def extra_repr(self):
+        return f'z_dim={self.z_dim:d}, c_dim={self.c_dim:d}, w_dim={self.w_dim:d}, num_ws={self.num_ws}'
+
+#----------------------------------------------------------------------------
+
+@persistence.persistent_class
+class SynthesisLayer(torch.nn.Module):
+    """Modulated, demodulated fully connected layer with activation and clamping."""
+    def __init__(self,
+        in_channels,                # Number of input channels.
+        out_channels,               # Number of output channels.
+        w_dim,                      # Intermediate latent (W) dimensionality.
+        activation      = 'lrelu',  # Activation function: 'relu', 'lrelu', etc.
+        fc_clamp        = None,     # Clamp the output to +-X, None = disable clamping.
+        channels_last   = False,    # Kept for compatibility with the official pickles; tensors are always channels-last here.
+    ):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.w_dim = w_dim
+        self.activation = activation
+        self.fc_clamp = fc_clamp
+        self.act_gain = bias_act.activation_funcs[activation].def_gain
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = torch.nn.Parameter(torch.randn([out_channels, in_channels]))
+        self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
+
+    def forward(self, x, w, gain=1):
+        styles = self.affine(w)
+        x = modulated_fc(x=x, weight=self.weight, styles=styles)
+        act_clamp = self.fc_clamp * gain if self.fc_clamp is not None else None
+        return bias_act.bias_act(x, self.bias.to(x.dtype), dim=2, act=self.activation, gain=self.act_gain * gain, clamp=act_clamp)
+
+    def extra_repr(self):
+        return f'in_channels={self.in_channels:d}, out_channels={self.out_channels:d}, w_dim={self.w_dim:d}, activation={self.activation:s}'
+
+#----------------------------------------------------------------------------
+
+@persistence.persistent_class
+class ToResLayer(torch.nn.Module):
+    """Modulated, non-demodulated projection to the skip output (bi-line or RGB)."""
+    def __init__(self,
+        in_channels,                # Number of input channels.
+        out_channels,               # Number of output channels.
+        w_dim,                      # Intermediate latent (W) dimensionality.
+        fc_clamp        = None,     # Clamp the output to +-X, None = disable clamping.
+        channels_last   = False,    # Kept for compatibility with the official pickles.
+    ):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.w_dim = w_dim
+        self.fc_clamp = fc_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = torch.nn.Parameter(torch.randn([out_channels, in_channels]))
+        self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
+        self.weight_gain = 1 / np.sqrt(in_channels)
+
+    def forward(self, x, w):
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_fc(x=x, weight=self.weight, styles=styles, demodulate=False)
+        return bias_act.bias_act(x, self.bias.to(x.dtype), dim=2, clamp=self.fc_clamp)
+
+    def extra_repr(self):
+        return f'in_channels={self.in_channels:d}, out_channels={self.out_channels:d}, w_dim={self.w_dim:d}'
+
+#----------------------------------------------------------------------------
+
+@persistence.persistent_class
+class SynthesisInput(torch.nn.Module):
+    """Fourier features of one coordinate line, modulated by w.
+
+    The official release stores the row and the column parameters side by side
+    in the last axis (`2 * rank`): the first `rank` entries belong to the rows
+    (the image's height axis), the last `rank` to the columns.
+    """
+    def __init__(self,
+        channels,                   # Number of output channels.
+        w_dim,                      # Intermediate latent (W) dimensionality.
+        resolution,                 # Training resolution: sets the `coords` buffer only.
+        rank            = 8,        # Rank of the bi-line: values per channel and position.
+        bandwidth       = 10,       # Standard deviation of the random frequencies.
+    ):
+        super().__init__()
+        assert channels % 2 == 0
+        self.channels = channels
+        self.w_dim = w_dim
+        self.resolution = resolution
+        self.rank = rank
+        self.bandwidth = bandwidth
+        self.register_buffer('freqs', torch.randn([1, channels // 2 * rank]) * bandwidth)
+        # The training grid, as the official release stores it. Rendering never reads
+        # or mutates it: the coordinates are always passed in explicitly.
+        self.register_buffer('coords', torch.linspace(0, 1, resolution).reshape(1, -1, 1, 1).repeat(1, 1, 2, 1))
+        self.weight = torch.nn.Parameter(torch.randn([1, channels, 1, 2 * rank]))
+        self.affine = FullyConnectedLayer(w_dim, channels * 2 * rank, bias_init=1)
+
+    def forward(self, w, coords, side):
+        """Features [N, L * rank, channels] for coordinates `coords` [L] of one side (0 = rows, 1 = columns)."""
+        rank, half = self.rank, self.channels // 2
+        phase = (coords.to(torch.float32).unsqueeze(1) * self.freqs).reshape(-1, half, rank) * (np.pi * 2) # [L, C/2, rank]
+        # cos(x) written as sin(x + pi/2), as the official release computes it.
+        x = torch.sin(torch.cat([phase, phase + np.pi / 2], dim=1)) # [L, C, rank]
+        sl = slice(side * rank, (side + 1) * rank)
+        styles = self.affine(w).reshape(w.shape[0], self.channels, 2 * rank)[:, :, sl] # [N, C, rank]
+        weight = self.weight[0, :, 0, sl] * styles / np.sqrt(self.channels) # [N, C, rank]
+        x = x.unsqueeze(0) * weight.unsqueeze(1) # [N, L, C, rank]
+        return x.transpose(2, 3).reshape(w.shape[0], -1, self.channels)
+
+    def extra_repr(self):
+        return f'channels={self.channels:d}, w_dim={self.w_dim:d}, rank={self.rank}, resolution={self.resolution:d}, bandwidth={self.bandwidth:g}'
+
+#----------------------------------------------------------------------------
+
+@persistence.persistent_class
+class SynthesisBlock(torch.nn.Module):
+    """One level: per-position layers and a skip projection, shared by the line stage
+    (positions = line samples x rank) and the final per-pixel blocks (positions = pixels)."""
+    def __init__(self,
+        in_channels,                        # Number of input channels, 1 = first block (Fourier input).
+        out_channels,                       # Number of output channels.
+        w_dim,                              # Intermediate latent (W) dimensionality.
+        resolution,                         # Training resolution (the input layer's grid).
+        is_last,                            # Is this the last block?
+        res_channels        = None,         # Number of channels of the skip output.
+        architecture        = 'skip',       # Architecture: 'orig', 'skip'.
+        fc_clamp            = 256,          # Clamp the output of the layers to +-X, None = disable clamping.
+        use_fp16            = False,        # Use float16 for this block under the 'fp16' precision?
+        fp16_channels_last  = False,        # Kept for compatibility with the official pickles.
+        rank                = 8,            # Rank of the bi-line (first block only).
+        bandwidth           = 10,           # Bandwidth of the Fourier features (first block only).
+        **layer_kwargs,                     # Arguments for SynthesisLayer.
+    ):
+        assert architecture in ['orig', 'skip']
+        super().__init__()
+        self.in_channels = in_channels
+        self.w_dim = w_dim
+        self.resolution = resolution
+        self.res_channels = res_channels
+        self.is_last = is_last
+        self.architecture = architecture if in_channels > 1 else 'orig'
+        self.use_fp16 = use_fp16
+        self.num_fc = 0
+        self.num_tores = 0
+
+        if in_channels == 1:
+            self.input = SynthesisInput(out_channels, w_dim=w_dim, resolution=resolution, rank=rank, bandwidth=bandwidth)
+        else:
+            self.fc0 = SynthesisLayer(in_channels, out_channels, w_dim=w_dim, fc_clamp=fc_clamp, **layer_kwargs)
+            self.num_fc += 1
+        self.fc1 = SynthesisLayer(out_channels, out_channels, w_dim=w_dim, fc_clamp=fc_clamp, **layer_kwargs)
+        self.num_fc += 1
+        if is_last or architecture == 'skip':
+            self.tores = ToResLayer(out_channels, res_channels, w_dim=w_dim, fc_clamp=fc_clamp)
+            self.num_tores += 1
+        # The first block owns a `tores` but, being 'orig', never uses it: its level adds no
+        # bi-line. Kept as in the official release, whose pickles carry the parameters.
+        self.emits_res = is_last or self.architecture == 'skip'
+
+    @property
+    def num_ws(self):
+        """Number of w vectors this block consumes."""
+        return (self.in_channels == 1) + self.num_fc + self.num_tores
+
+    def forward(self, x, res, ws, precision='fp32', coords=None, side=None):
+        """x: [N, P, in_channels] (None for the first block, which builds it from `coords`
+        of line `side`); res: float32 skip accumulator [N, P, res_channels] or None."""
+        misc.assert_shape(ws, [None, self.num_ws, self.w_dim])
+        w_iter = iter(ws.unbind(dim=1))
+        dtype = layer_dtype(precision, self.use_fp16)
+        if self.in_channels == 1:
+            x = self.input(next(w_iter), coords, side).to(dtype)
+            x = self.fc1(x, next(w_iter))
+        else:
+            x = self.fc0(x.to(dtype), next(w_iter))
+            x = self.fc1(x, next(w_iter))
+        if self.emits_res:
+            y = self.tores(x, next(w_iter)).to(torch.float32)
+            res = res.add(y) if res is not None else y
+        return x, res
+
+    def extra_repr(self):
+        return f'resolution={self.resolution:d}, architecture={self.architecture:s}'
+
+#----------------------------------------------------------------------------
+
+def _decoder(channels):
+    """Per-pixel MLP between two levels: C -> 2C -> 4C -> 2C -> C, leaky ReLU throughout."""
+    widths = [channels, channels * 2, channels * 4, channels * 2, channels]
+    return torch.nn.Sequential(*[FullyConnectedLayer(a, b, activation='lrelu') for a, b in zip(widths[:-1], widths[1:])])
+
+@persistence.persistent_class
+class SynthesisNetwork(torch.nn.Module):
+    def __init__(self,
+        w_dim,                      # Intermediate latent (W) dimensionality.
+        img_resolution,             # Training resolution (a power of two); sets the number of levels.
+        img_channels,               # Number of color channels.
+        biline_channels = 32,       # Number of bi-line channels, the width of the per-pixel network.
+        channel_base    = 32768,    # Overall multiplier for the number of channels of the line layers.
+        channel_max     = 512,      # Maximum number of channels in any line layer.
+        num_fp16_res    = 0,        # Use float16 for the N highest levels (under the 'fp16' precision).
+        rank            = 8,        # Rank of the bi-lines.
+        bandwidth       = 10,       # Standard deviation of the input Fourier frequencies.
+        line_chunk      = 2**21,    # Line stage: at most this many (position x rank x channel) values per sample at once.
+        pixel_chunk     = 8192,     # Pixel stage: pixels (summed over the batch) processed at once, sized for the CPU caches.
+        **block_kwargs,             # Arguments for SynthesisBlock.
+    ):
+        assert img_resolution >= 4 and img_resolution & (img_resolution - 1) == 0
+        assert channel_base > 4 and channel_max > 1 and biline_channels > img_channels
+        super().__init__()
+        self.w_dim = w_dim
+        self.img_resolution = img_resolution
+        self.img_resolution_log2 = int(np.log2(img_resolution))
+        self.img_channels = img_channels
+        self.biline_channels = biline_channels
+        self.num_fp16_res = num_fp16_res
+        self.rank = rank
+        self.line_chunk = line_chunk
+        self.pixel_chunk = pixel_chunk
+        self.block_resolutions = [2 ** i for i in range(2, self.img_resolution_log2 + 1)]
+        channels_dict = {res: min(channel_base // res, channel_max) for res in self.block_resolutions}
+        fp16_resolution = max(2 ** (self.img_resolution_log2 + 1 - num_fp16_res), 8)
+
+        self.num_ws = 1
+        for res in self.block_resolutions:
+            is_last = (res == self.img_resolution)
+            block = SynthesisBlock(channels_dict[res // 2] if res > 4 else 1, channels_dict[res], w_dim=w_dim,
+                resolution=img_resolution, res_channels=biline_channels, is_last=is_last,
+                use_fp16=(res >= fp16_resolution), rank=rank, bandwidth=bandwidth, **block_kwargs)
+            self.num_ws += block.num_fc + (block.num_tores if is_last else 0)
+            setattr(self, f'b{res}', block)
+
+        # Levels whose running bi-line sum exists: from the first block that emits one.
+        emitting = [res for res in self.block_resolutions if getattr(self, f'b{res}').emits_res]
+        self.feature_resolutions = [res for res in self.block_resolutions if res >= emitting[0]]
+
+        # The first feature level has no decoder input; its decoder is built but unused, as officially.
+        for res in self.block_resolutions[1:]:
+            setattr(self, f'decoder_{res}', _decoder(biline_channels))
+        self.decoder_last = _decoder(biline_channels)
+        self.decoder_img = FullyConnectedLayer(biline_channels, img_channels)
+        self.block0 = SynthesisBlock(biline_channels, biline_channels * 4, w_dim=w_dim, resolution=img_resolution,
+            res_channels=img_channels, is_last=False, use_fp16=True, fc_clamp=256)
+        self.block1 = SynthesisBlock(biline_channels * 4, biline_channels * 2, w_dim=w_dim, resolution=img_resolution,
+            res_channels=img_channels, is_last=True, use_fp16=True, fc_clamp=256)
+
+    def default_lines(self, device=None):
+        """Row and column coordinates of the training grid: linspace(0, 1, res), both ends included."""
+        line = torch.linspace(0, 1, self.img_resolution, device=device)
+        return line, line
+
+    def split_ws(self, ws):
+        """The w vectors of each level; consecutive levels share one, as in the official release."""
+        misc.assert_shape(ws, [None, self.num_ws, self.w_dim])
+        ws = ws.to(torch.float32)
+        block_ws, w_idx = [], 0
+        for res in self.block_resolutions:
+            block = getattr(self, f'b{res}')
+            block_ws.append(ws.narrow(1, w_idx, block.num_ws))
+            w_idx += block.num_fc
+        return block_ws
+
+    def line_stage(self, ws, coords, side, precision='fp32'):
+        """Bi-lines of one side (0 = rows, 1 = columns) at coordinates `coords` [L].
+
+        Returns one float32 tensor [N, L, rank, biline_channels] per feature level
+        (feature_resolutions): the running sum of the levels' skip outputs, pre-scaled by
+        sqrt(1/2) as the outer product needs.
+        """
+        block_ws = self.split_ws(ws)
+        max_channels = max(getattr(self, f'b{res}').fc1.out_channels for res in self.block_resolutions)
+        chunk = max(self.line_chunk // (self.rank * max_channels), 1)
+        levels = [[] for _ in self.feature_resolutions]
+        for start in range(0, coords.shape[0], chunk):
+            x = biline = None
+            for res, cur_ws in zip(self.block_resolutions, block_ws):
+                x, biline = getattr(self, f'b{res}')(x, biline, cur_ws, precision=precision, coords=coords[start : start + chunk], side=side)
+                if biline is not None:
+                    levels[self.feature_resolutions.index(res)].append(biline * np.sqrt(0.5))
+        n = ws.shape[0]
+        return [torch.cat(parts, dim=1).reshape(n, -1, self.rank, self.biline_channels) for parts in levels]
+
+    def pixel_stage(self, ws, row_lines, col_lines, precision='fp32'):
+        """Image [N, img_channels, H, W] from the bi-lines of H rows and W columns (as from line_stage)."""
+        n, h, w = ws.shape[0], row_lines[0].shape[1], col_lines[0].shape[1]
+        chunk_rows = max(self.pixel_chunk // max(n * w, 1), 1)
+        img = torch.empty([n, h * w, self.img_channels], device=ws.device) # Filled chunk by chunk: no second full-size copy.
+        for i in range(0, h, chunk_rows):
+            img[:, i * w : (i + chunk_rows) * w] = self._pixels(ws, [r[:, i : i + chunk_rows] for r in row_lines], col_lines, precision)
+        return img.reshape(n, h, w, self.img_channels).permute(0, 3, 1, 2)
+
+    def _pixels(self, ws, row_lines, col_lines, precision):
+        """Pixels [N, h * w, img_channels] of the h rows by w columns given."""
+        n, h, w = ws.shape[0], row_lines[0].shape[1], col_lines[0].shape[1]
+        dtype = layer_dtype(precision, use_fp16=False)
+        feature = None
+        for res, rows, cols in zip(self.feature_resolutions, row_lines, col_lines):
+            outer = torch.einsum('nirc,njrc->nijc', rows, cols).reshape(n * h * w, -1).to(dtype)
+            feature = outer if feature is None else getattr(self, f'decoder_{res}')(feature) + outer
+        feature = self.decoder_last(feature)
+        img = self.decoder_img(feature).to(torch.float32).reshape(n, h * w, -1)
+        feature = feature.reshape(n, h * w, -1)
+        last_ws = ws[:, -1:, :].to(torch.float32).repeat(1, 3, 1)
+        feature, img = self.block0(feature, img, last_ws, precision=precision)
+        feature, img = self.block1(feature, img, last_ws, precision=precision)
+        return img
+
+    def forward(self, ws, rows=None, cols=None, precision='fp32', noise_mode=None, force_fp32=False, update_emas=False):
+        """Image [N, img_channels, len(rows), len(cols)] at row coordinates `rows` and column
+        coordinates `cols` (1-D; default: the training grid). noise_mode and update_emas are
+        accepted for compatibility with StyleGAN calls; the network has no noise inputs."""
+        _ = noise_mode, update_emas
+        if force_fp32:
+            precision = 'fp32'
+        if rows is None or cols is None:
+            default_rows, default_cols = self.default_lines(device=ws.device)
+            rows = default_rows if rows is None else rows
+            cols = default_cols if cols is None else cols
+        row_lines = self.line_stage(ws, rows, side=0, precision=precision)
+        col_lines = self.line_stage(ws, cols, side=1, precision=precision)
+        return self.pixel_stage(ws, row_lines, col_lines, precision=precision)
+
+    def extra_repr(self):
+        return (f'w_dim={self.w_dim:d}, num_ws={self.num_ws:d}, img_resolution={self.img_resolution:d}, '
+            f'img_channels={self.img_channels:d}, num_fp16_res={self.num_fp16_res:d}, rank={self.rank:d}')
+
+#----------------------------------------------------------------------------
+
+@persistence.persistent_class
+class Generator(torch.nn.Module):
+    def __init__(self,
+        z_dim,                      # Input latent (Z) dimensionality.
+        c_dim,                      # Conditioning label (C) dimensionality.
+        w_dim,                      # Intermediate latent (W) dimensionality.
+        img_resolution,             # Training resolution.
+        img_channels,               # Number of output color channels.
+        mapping_kwargs  = {},       # Arguments for MappingNetwork.
+        **synthesis_kwargs,         # Arguments for SynthesisNetwork.
+    ):
+        super().__init__()
+        self.z_dim = z_dim
+        self.c_dim = c_dim
+        self.w_dim = w_dim
+        self.img_resolution = img_resolution
+        self.img_channels = img_channels
+        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, **synthesis_kwargs)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
+
+    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas)
+        return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
+
+#----------------------------------------------------------------------------
