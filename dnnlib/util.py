@@ -1,0 +1,305 @@
+"""Small utilities shared by every part of the project: attribute dicts,
+building objects from their dotted names, human-readable durations, the
+on-disk cache folder, and opening files given as paths or URLs.
+
+Names and behaviour follow NVIDIA's `dnnlib.util`, so that configs, cache
+folders and scripts written for StyleGAN2-ADA/StyleGAN3 work unchanged.
+"""
+
+import errno
+import glob
+import hashlib
+import importlib
+import io
+import itertools
+import os
+import re
+import socket
+import sys
+import tempfile
+import time
+import types
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from typing import Any, Tuple
+
+#----------------------------------------------------------------------------
+
+class EasyDict(dict):
+    """A dict whose items can also be read and written as attributes.
+
+    A missing attribute raises AttributeError, not KeyError, so that
+    `hasattr()`, `getattr(obj, name, default)`, copy and pickle behave as for
+    any other object.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        try:
+            del self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+#----------------------------------------------------------------------------
+
+def format_time(seconds: float) -> str:
+    """Round to whole seconds and show the two or three largest units:
+    '12s', '3m 05s', '2h 03m 04s', '1d 02h 03m'."""
+    s = int(round(seconds))
+    if s < 60:
+        return f'{s}s'
+    if s < 60 * 60:
+        return f'{s // 60}m {s % 60:02d}s'
+    if s < 24 * 60 * 60:
+        return f'{s // (60 * 60)}h {(s // 60) % 60:02d}m {s % 60:02d}s'
+    return f'{s // (24 * 60 * 60)}d {(s // (60 * 60)) % 24:02d}h {(s // 60) % 60:02d}m'
+
+#----------------------------------------------------------------------------
+# Looking up objects by their dotted names, as configs name the classes to build.
+
+_name_shorthands = {'np.': 'numpy.'} # Prefixes accepted in place of the full module name.
+
+def _expand_shorthand(obj_name: str) -> str:
+    for short, full in _name_shorthands.items():
+        if obj_name.startswith(short):
+            return full + obj_name[len(short):]
+    return obj_name
+
+def get_obj_from_module(module: types.ModuleType, obj_name: str) -> Any:
+    """Follow the dotted attribute path `obj_name` from `module`; '' is the module itself."""
+    obj = module
+    for part in obj_name.split('.') if obj_name else []:
+        obj = getattr(obj, part)
+    return obj
+
+def get_module_from_obj_name(obj_name: str) -> Tuple[types.ModuleType, str]:
+    """Split a dotted name such as 'training.networks_creps.Generator' into
+    the module it lives in and the attribute path inside that module.
+
+    The longest importable module prefix that holds the attribute path wins.
+    An error raised while importing a module that does exist (a syntax error,
+    a missing dependency) is re-raised as is rather than hidden.
+    """
+    obj_name = _expand_shorthand(obj_name)
+    parts = obj_name.split('.')
+    missing_attr = None
+    for split in range(len(parts), 0, -1):
+        module_name, local_name = '.'.join(parts[:split]), '.'.join(parts[split:])
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            # Only "this prefix is not a module" means: try a shorter prefix.
+            if err.name is None or not (module_name == err.name or module_name.startswith(err.name + '.')):
+                raise
+            continue
+        try:
+            get_obj_from_module(module, local_name)
+        except AttributeError:
+            missing_attr = missing_attr or f"module '{module_name}' has no attribute '{local_name}'"
+            continue
+        return module, local_name
+    if missing_attr is not None:
+        raise AttributeError(f'Cannot find {obj_name!r}: {missing_attr}')
+    raise ImportError(f'Cannot find {obj_name!r}: no prefix of it is an importable module')
+
+def get_obj_by_name(name: str) -> Any:
+    """The Python object with the given fully qualified dotted name."""
+    module, local_name = get_module_from_obj_name(name)
+    return get_obj_from_module(module, local_name)
+
+def call_func_by_name(*args, func_name: str = None, **kwargs) -> Any:
+    """Look up the callable named `func_name` and call it with the remaining arguments."""
+    if func_name is None:
+        raise TypeError('call_func_by_name() needs func_name')
+    func = get_obj_by_name(func_name)
+    if not callable(func):
+        raise TypeError(f'{func_name!r} is not callable')
+    return func(*args, **kwargs)
+
+def construct_class_by_name(*args, class_name: str = None, **kwargs) -> Any:
+    """Build an instance of the class named `class_name` with the remaining arguments."""
+    if class_name is None:
+        raise TypeError('construct_class_by_name() needs class_name')
+    return call_func_by_name(*args, func_name=class_name, **kwargs)
+
+def is_top_level_function(obj: Any) -> bool:
+    """Is `obj` a function bound under its own name at the top level of its module?"""
+    module = sys.modules.get(getattr(obj, '__module__', None))
+    name = getattr(obj, '__qualname__', None)
+    return callable(obj) and module is not None and name is not None and module.__dict__.get(name) is obj
+
+def get_top_level_function_name(obj: Any) -> str:
+    """'module.name' of a top-level function, such that get_obj_by_name() finds it again.
+
+    A function of the script being run lives in '__main__'; it is named after
+    the script file instead, since that is the module a child process (or a
+    later session) imports to find it.
+    """
+    if not is_top_level_function(obj):
+        raise ValueError(f'{obj!r} is not a top-level function of its module')
+    module_name = obj.__module__
+    if module_name == '__main__':
+        module_name = os.path.splitext(os.path.basename(sys.modules['__main__'].__file__))[0]
+    return f'{module_name}.{obj.__qualname__}'
+
+#----------------------------------------------------------------------------
+# Cache folder.
+
+def make_cache_dir_path(*paths: str) -> str:
+    """Path under the cache root: $DNNLIB_CACHE_DIR if set, else ~/.cache/dnnlib
+    (taking the home folder from $HOME or $USERPROFILE), else a folder under
+    the system temp dir. Nothing is created."""
+    if 'DNNLIB_CACHE_DIR' in os.environ:
+        return os.path.join(os.environ['DNNLIB_CACHE_DIR'], *paths)
+    for home_var in ('HOME', 'USERPROFILE'):
+        if os.environ.get(home_var):
+            return os.path.join(os.environ[home_var], '.cache', 'dnnlib', *paths)
+    return os.path.join(tempfile.gettempdir(), '.cache', 'dnnlib', *paths)
+
+#----------------------------------------------------------------------------
+# Opening paths and URLs.
+
+class DownloadError(IOError):
+    """A URL could not be downloaded; the message says how to provide the file offline."""
+
+def is_url(obj: Any, allow_file_urls: bool = False) -> bool:
+    """Is `obj` a string of the form 'scheme://host/...'? file:// URLs count
+    only with `allow_file_urls`, since they name local files."""
+    if not isinstance(obj, str) or '://' not in obj:
+        return False
+    if obj.startswith('file://'):
+        return allow_file_urls
+    try:
+        parts = urllib.parse.urlsplit(obj)
+    except ValueError:
+        return False
+    return bool(re.fullmatch(r'[a-z][a-z0-9+.-]*', parts.scheme) and parts.hostname)
+
+def _file_url_to_path(url: str) -> str:
+    # url2pathname() would turn the forward slashes of Windows paths into
+    # backslashes; only the leading slash of 'file:///c:/x' has to go.
+    path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+    if re.match(r'^/[a-zA-Z]:', path):
+        path = path[1:]
+    return path
+
+def _open_local(path: str, return_filename: bool) -> Any:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(errno.ENOENT, 'No such file', path)
+    return path if return_filename else open(path, 'rb')
+
+def _cache_file_name(url: str, url_md5: str, headers) -> str:
+    # The server's own file name when it gives one, else the last part of the URL path.
+    match = re.search(r'filename="([^"]*)"', headers.get('Content-Disposition', '') if headers else '')
+    name = match[1] if match else os.path.basename(urllib.parse.urlsplit(url).path) or 'download'
+    return url_md5 + '_' + re.sub(r'[^0-9a-zA-Z._-]', '_', name)
+
+def _find_cached(cache_dir: str, url_md5: str) -> str:
+    # Any name after the md5 matches, so caches filled by NVIDIA's dnnlib are found too.
+    files = sorted(glob.glob(os.path.join(glob.escape(cache_dir), url_md5 + '_*')))
+    return files[0] if files else None
+
+def _retry_delay(err: Exception, attempt: int) -> float:
+    """Seconds to wait before asking again after `err`, or None when asking again cannot help."""
+    if isinstance(err, urllib.error.HTTPError):
+        if err.code >= 500 or err.code in (408, 429):
+            return min(0.25 * 2 ** (attempt - 1), 4.0) # Give an overloaded server time to recover.
+        return None # Other client errors (404, 403, ...) will not go away.
+    if isinstance(getattr(err, 'reason', None), socket.gaierror):
+        return None # The resolver has already retried; offline, this is the common case.
+    # Refused or reset connections, timeouts, transfers cut short: asking again
+    # at once is as good as waiting, and waiting would make an offline failure slow.
+    return 0.0
+
+def _download(url: str, num_attempts: int, timeout: float, verbose: bool) -> Tuple[bytes, Any]:
+    """Fetch `url` into memory, retrying transient failures; returns (data, headers)
+    or raises the error of the last attempt."""
+    if verbose:
+        print(f'Downloading {url} ...', end='', flush=True)
+    for attempt in itertools.count(1):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as res:
+                data = res.read()
+            if len(data) == 0:
+                raise IOError('no data received')
+            if verbose:
+                print(' done')
+            return data, res.headers
+        except OSError as err: # URLError, HTTPError and socket errors are all OSErrors.
+            delay = _retry_delay(err, attempt)
+            if delay is None or attempt == num_attempts:
+                if verbose:
+                    print(' failed')
+                raise
+            if verbose:
+                print('.', end='', flush=True)
+            time.sleep(delay)
+
+def open_url(
+    url:                str,            # Local path, file:// URL or http(s):// URL.
+    cache_dir:          str   = None,   # Folder of downloaded files; None = make_cache_dir_path('downloads').
+    num_attempts:       int   = 10,     # Attempts before a download is given up.
+    verbose:            bool  = True,   # Print download progress.
+    return_filename:    bool  = False,  # Return the local file name instead of an open file; needs cache=True for URLs.
+    cache:              bool  = True,   # Look up and store downloads in the cache folder.
+    timeout:            float = 60,     # Seconds without progress before one attempt is abandoned.
+) -> Any:
+    """Open a local file or a URL for binary reading.
+
+    Downloads are stored in the cache folder as '<md5 of URL>_<file name>',
+    written atomically, and later calls read the cached file without any
+    network access. Raises FileNotFoundError for a missing local file and
+    DownloadError when a URL cannot be fetched.
+    """
+    assert num_attempts >= 1
+    assert not (return_filename and not cache), 'return_filename=True needs cache=True'
+
+    if not re.match(r'^[a-zA-Z][a-zA-Z0-9+.-]*://', url):
+        return _open_local(url, return_filename)
+    if url.startswith('file://'):
+        return _open_local(_file_url_to_path(url), return_filename)
+    if not is_url(url):
+        raise ValueError(f'Not a valid URL: {url!r}')
+
+    if cache_dir is None:
+        cache_dir = make_cache_dir_path('downloads')
+    url_md5 = hashlib.md5(url.encode('utf-8')).hexdigest()
+    if cache:
+        cached = _find_cached(cache_dir, url_md5)
+        if cached is not None:
+            return cached if return_filename else open(cached, 'rb')
+
+    try:
+        data, headers = _download(url, num_attempts=num_attempts, timeout=timeout, verbose=verbose)
+    except OSError as err:
+        # HTTPError reads 'HTTP Error 404: Not Found'; other URLErrors wrap the socket error as `reason`.
+        reason = err if isinstance(err, urllib.error.HTTPError) else getattr(err, 'reason', None) or err
+        raise DownloadError(
+            f'Cannot download {url} ({reason}).\n'
+            f'Cache folder: {os.path.abspath(cache_dir)}\n'
+            f'To work offline, fetch the file on another machine, then either put it into the cache folder '
+            f'as {_cache_file_name(url, url_md5, None)}, pass its local path instead of the URL, '
+            f'or set DNNLIB_CACHE_DIR to a folder whose downloads/ subfolder holds it.'
+        ) from err
+
+    if not cache:
+        return io.BytesIO(data)
+    cache_file = os.path.join(cache_dir, _cache_file_name(url, url_md5, headers))
+    temp_file = os.path.join(cache_dir, f'tmp_{uuid.uuid4().hex}_{os.path.basename(cache_file)}')
+    os.makedirs(cache_dir, exist_ok=True)
+    with open(temp_file, 'wb') as f:
+        f.write(data)
+    os.replace(temp_file, cache_file) # Atomic: readers never see a partial file.
+    return cache_file if return_filename else io.BytesIO(data)
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,156 @@
+"""dnnlib: EasyDict, format_time, building objects by name, the cache folder and open_url."""
+
+import collections
+import functools
+import hashlib
+import http.server
+import os
+import pickle
+import socket
+import threading
+import time
+
+import pytest
+
+import dnnlib
+from dnnlib import util
+
+#----------------------------------------------------------------------------
+
+def test_easydict_attribute_access():
+    d = dnnlib.EasyDict(a=1)
+    d.b = 2
+    assert d == {'a': 1, 'b': 2} and d.a == 1
+    del d.a
+    assert 'a' not in d
+    assert not hasattr(d, 'missing')
+    with pytest.raises(AttributeError):
+        d.missing
+    assert pickle.loads(pickle.dumps(d)) == d
+
+@pytest.mark.parametrize('seconds, text', [
+    (0, '0s'), (12.4, '12s'), (185, '3m 05s'), (2 * 3600 + 3 * 60 + 4, '2h 03m 04s'),
+    (86400 + 2 * 3600 + 3 * 60 + 59, '1d 02h 03m'),
+])
+def test_format_time(seconds, text):
+    assert util.format_time(seconds) == text
+
+def test_construct_and_call_by_name():
+    d = util.construct_class_by_name([('a', 1)], class_name='collections.OrderedDict', b=2)
+    assert isinstance(d, collections.OrderedDict) and d == {'a': 1, 'b': 2}
+    assert util.call_func_by_name(3, func_name='np.square') == 9
+    assert util.get_obj_by_name('os.path.join') is os.path.join
+    with pytest.raises(AttributeError, match='no_such_name'):
+        util.get_obj_by_name('os.path.no_such_name')
+    with pytest.raises(ImportError):
+        util.get_obj_by_name('no_such_module_xyz.thing')
+
+def test_top_level_function_name():
+    assert util.get_top_level_function_name(util.format_time) == 'dnnlib.util.format_time'
+    with pytest.raises(ValueError):
+        util.get_top_level_function_name(lambda: None)
+
+def test_is_url():
+    assert util.is_url('https://example.com/a.pkl')
+    assert util.is_url('http://127.0.0.1:8000/a.pkl')
+    assert not util.is_url('/local/a.pkl')
+    assert not util.is_url('file:///local/a.pkl')
+    assert util.is_url('file:///local/a.pkl', allow_file_urls=True)
+    assert not util.is_url(None)
+
+#----------------------------------------------------------------------------
+
+def test_cache_dir_from_env(monkeypatch, tmp_path):
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+    assert util.make_cache_dir_path('downloads') == str(tmp_path / 'cache' / 'downloads')
+    monkeypatch.delenv('DNNLIB_CACHE_DIR')
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    assert dnnlib.make_cache_dir_path('x') == os.path.join(str(tmp_path / 'home'), '.cache', 'dnnlib', 'x')
+
+def test_open_local_path_and_file_url(tmp_path):
+    path = tmp_path / 'data.bin'
+    path.write_bytes(b'payload')
+    with util.open_url(str(path)) as f:
+        assert f.read() == b'payload'
+    with util.open_url(path.as_uri()) as f:
+        assert f.read() == b'payload'
+    assert util.open_url(path.as_uri(), return_filename=True) == str(path)
+    with pytest.raises(FileNotFoundError, match='missing.pkl'):
+        util.open_url(str(tmp_path / 'missing.pkl'))
+
+#----------------------------------------------------------------------------
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    requests = [] # Paths asked for, shared by the test and the server thread.
+
+    def do_GET(self):
+        self.requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args): # Keep the test output clean.
+        pass
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serve tmp_path/www on 127.0.0.1; yields (base URL, request log, stop function)."""
+    root = tmp_path / 'www'
+    root.mkdir()
+    _Handler.requests = []
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(_Handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    def stop():
+        server.shutdown()
+        server.server_close()
+    yield f'http://127.0.0.1:{server.server_address[1]}', root, _Handler.requests, stop
+    if thread.is_alive():
+        stop()
+
+def test_open_http_url_cached(http_server, tmp_path, monkeypatch):
+    base, root, requests, stop = http_server
+    (root / 'net.pkl').write_bytes(b'network bytes')
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+    url = f'{base}/net.pkl'
+
+    with util.open_url(url, verbose=False) as f:
+        assert f.read() == b'network bytes'
+    cached = util.open_url(url, return_filename=True)
+    assert os.path.dirname(cached) == str(tmp_path / 'cache' / 'downloads')
+    assert os.path.basename(cached) == hashlib.md5(url.encode()).hexdigest() + '_net.pkl'
+    assert not [name for name in os.listdir(os.path.dirname(cached)) if name.startswith('tmp_')]
+
+    stop() # From now on only the cache can answer.
+    with util.open_url(url, verbose=False) as f:
+        assert f.read() == b'network bytes'
+    assert requests == ['/net.pkl']
+
+def test_open_http_without_cache(http_server, tmp_path):
+    base, root, _requests, _stop = http_server
+    (root / 'a.txt').write_bytes(b'abc')
+    with util.open_url(f'{base}/a.txt', cache_dir=str(tmp_path / 'cache'), cache=False, verbose=False) as f:
+        assert f.read() == b'abc'
+    assert not (tmp_path / 'cache').exists()
+
+def test_http_not_found_is_not_retried(http_server, tmp_path):
+    base, _root, requests, _stop = http_server
+    with pytest.raises(util.DownloadError, match='404'):
+        util.open_url(f'{base}/missing.pkl', cache_dir=str(tmp_path), verbose=False)
+    assert requests == ['/missing.pkl']
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+def test_offline_error_is_quick_and_clear(tmp_path):
+    url = f'http://127.0.0.1:{_closed_port()}/x.pkl'
+    cache_dir = str(tmp_path / 'my cache')
+    start = time.time()
+    with pytest.raises(util.DownloadError) as info:
+        util.open_url(url, cache_dir=cache_dir, verbose=False)
+    assert time.time() - start < 5 # Ten attempts, no waiting between them.
+    message = str(info.value)
+    assert url in message and cache_dir in message and 'DNNLIB_CACHE_DIR' in message
+    assert isinstance(info.value, IOError)
+
+#----------------------------------------------------------------------------
