@@ -246,7 +246,7 @@ def _download(url: str, num_attempts: int, timeout: float, verbose: bool) -> Tup
             time.sleep(delay)
 
 def open_url(
-    url:                str,            # Local path, file:// URL or http(s):// URL.
+    url:                str,            # Local path (str or os.PathLike), file:// URL or http(s):// URL.
     cache_dir:          str   = None,   # Folder of downloaded files; None = make_cache_dir_path('downloads').
     num_attempts:       int   = 10,     # Attempts before a download is given up.
     verbose:            bool  = True,   # Print download progress.
@@ -263,6 +263,7 @@ def open_url(
     """
     assert num_attempts >= 1
     assert not (return_filename and not cache), 'return_filename=True needs cache=True'
+    url = os.fspath(url) # Accept pathlib paths as well.
 
     if not re.match(r'^[a-zA-Z][a-zA-Z0-9+.-]*://', url):
         return _open_local(url, return_filename)

@@ -70,8 +70,9 @@ def test_cache_dir_from_env(monkeypatch, tmp_path):
 def test_open_local_path_and_file_url(tmp_path):
     path = tmp_path / 'data.bin'
     path.write_bytes(b'payload')
-    with util.open_url(str(path)) as f:
-        assert f.read() == b'payload'
+    for local in (str(path), path):
+        with util.open_url(local) as f:
+            assert f.read() == b'payload'
     with util.open_url(path.as_uri()) as f:
         assert f.read() == b'payload'
     assert util.open_url(path.as_uri(), return_filename=True) == str(path)

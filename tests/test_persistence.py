@@ -1,5 +1,6 @@
 """torch_utils.persistence: pickles in NVIDIA's format that carry their module's source."""
 
+import copy
 import importlib
 import io
 import os
@@ -96,6 +97,8 @@ def test_round_trip(netmod):
     assert loaded.init_args == (4,) and loaded.init_kwargs == {'depth': 3}
     rebuilt = type(loaded)(*loaded.init_args, **loaded.init_kwargs)
     assert len(rebuilt.layers) == 3
+    twin = copy.deepcopy(net) # How the training loop makes G_ema.
+    assert type(twin) is type(net) and torch.equal(twin(x), net(x)) and twin.init_kwargs == {'depth': 3}
 
 def test_decoration_is_idempotent(netmod):
     assert persistence.persistent_class(netmod.Net) is netmod.Net
@@ -154,6 +157,7 @@ def test_objects_from_one_source_share_a_module(netmod):
     assert type(a).__module__ == type(b).__module__ == type(a.layers[0]).__module__
     assert type(a).__module__ != netmod.__name__
     assert type(a.layers[0]) is type(b)
+    assert type(pickle.loads(pickle.dumps(a))) is type(a) # Re-pickling keeps the loaded source.
 
 def test_import_hook_modifies_meta(netmod):
     seen = []

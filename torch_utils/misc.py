@@ -227,11 +227,12 @@ def ddp_sync(module, sync):
             yield
 
 def check_ddp_consistency(module, ignore_regex=None):
-    """Raise AssertionError naming the first parameter or buffer that differs
-    from its value on rank 0. `ignore_regex` is matched against
+    """Raise AssertionError naming the parameters and buffers that differ from
+    their values on rank 0. `ignore_regex` is matched against
     '<ClassName>.<tensor name>'. Does nothing in a single process."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return
+    differing = []
     for name, tensor in named_params_and_buffers(module):
         fullname = f'{type(module).__name__}.{name}'
         if ignore_regex is not None and re.fullmatch(ignore_regex, fullname):
@@ -242,7 +243,11 @@ def check_ddp_consistency(module, ignore_regex=None):
         reference = tensor.clone()
         torch.distributed.broadcast(reference, src=0)
         if not torch.equal(tensor, reference):
-            raise AssertionError(f'{fullname} differs between rank {torch.distributed.get_rank()} and rank 0')
+            differing.append(fullname)
+    # Raised only after the loop: every rank must take part in every broadcast,
+    # or rank 0 would wait forever for a rank that stopped early.
+    if differing:
+        raise AssertionError(f'Rank {torch.distributed.get_rank()} differs from rank 0 in {", ".join(differing)}')
 
 #----------------------------------------------------------------------------
 # Module summary.
