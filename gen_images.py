@@ -48,6 +48,25 @@ def make_labels(G, class_idx, batch_size, device):
     c[:, class_idx] = 1
     return c
 
+def generate(G, z, c, truncation_psi=1, noise_mode='const', lines=None, tile=None, precision='fp32', on_tile=None):
+    """Images uint8 [N, H, W, C] for latents `z` and labels `c`.
+
+    A line-based network renders at `lines` = (rows, cols) tile by tile (tile=None: one
+    pass), each tile converted to uint8 as soon as it is done; `on_tile()` is called
+    after each. Other networks render at their training resolution.
+    """
+    with torch.no_grad():
+        if lines is None:
+            return to_uint8(G(z, c, truncation_psi=truncation_psi, noise_mode=noise_mode))
+        rows, cols = lines
+        ws = G.mapping(z, c, truncation_psi=truncation_psi)
+        images = np.empty([z.shape[0], len(rows), len(cols), G.img_channels], dtype=np.uint8)
+        for i, j, img in render.render_tiles(G.synthesis, ws, rows, cols, tile=tile, precision=precision):
+            images[:, i : i + img.shape[2], j : j + img.shape[3]] = to_uint8(img)
+            if on_tile is not None:
+                on_tile()
+        return images
+
 def seed_latents(G, seeds, device):
     """The latent of each seed, drawn as in NVIDIA's scripts so that seeds give the same images."""
     z = np.stack([np.random.RandomState(seed).randn(G.z_dim) for seed in seeds])
@@ -91,34 +110,25 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, s
         raise click.ClickException(str(err))
     G = G.eval().requires_grad_(False).to(device)
 
-    any_scale = render.supports_lines(G.synthesis)
-    if not any_scale and (scale != 1 or size is not None or viewport is not None or tile is not None):
+    lines, num_tiles = None, 1
+    if render.supports_lines(G.synthesis):
+        lines = render.lines_for_viewport(G.img_resolution, viewport or (0, 1, 0, 1), scale=scale, size=size)
+        height, width = len(lines[0]), len(lines[1])
+        tile = tile or render.auto_tile(batch_size, height, width, G.img_channels, TILE_BUDGET_BYTES)
+        num_tiles = len(list(render.tiles(height, width, tile)))
+        print(f'Rendering {width}x{height} pixels' + (f' in {num_tiles} tiles of {tile}x{tile}' if num_tiles > 1 else ''))
+    elif scale != 1 or size is not None or viewport is not None or tile is not None:
         raise click.UsageError(f'{type(G).__module__}.{type(G).__name__} renders only at its training resolution: --scale, --size, --viewport and --tile need a CREPS network')
-    if any_scale:
-        rows, cols = render.lines_for_viewport(G.img_resolution, viewport or (0, 1, 0, 1), scale=scale, size=size)
-        tile = tile or render.auto_tile(batch_size, len(rows), len(cols), G.img_channels, TILE_BUDGET_BYTES)
-        num_tiles = len(list(render.tiles(len(rows), len(cols), tile)))
-        print(f'Rendering {len(cols)}x{len(rows)} pixels' + (f' in {num_tiles} tiles of {tile}x{tile}' if num_tiles > 1 else ''))
-    else:
-        num_tiles = 1
 
     labels = make_labels(G, class_idx, batch_size, device)
     os.makedirs(outdir, exist_ok=True)
     with tqdm.tqdm(total=len(seeds) * num_tiles, unit='tile' if num_tiles > 1 else 'img', desc='Generating') as progress:
         for start in range(0, len(seeds), batch_size):
             batch_seeds = seeds[start : start + batch_size]
-            z = seed_latents(G, batch_seeds, device)
-            c = labels[:len(batch_seeds)]
-            with torch.no_grad():
-                if any_scale:
-                    ws = G.mapping(z, c, truncation_psi=truncation_psi)
-                    images = np.empty([len(batch_seeds), len(rows), len(cols), G.img_channels], dtype=np.uint8)
-                    for i, j, img in render.render_tiles(G.synthesis, ws, rows, cols, tile=tile, precision=precision):
-                        images[:, i : i + img.shape[2], j : j + img.shape[3]] = to_uint8(img)
-                        progress.update(len(batch_seeds))
-                else:
-                    images = to_uint8(G(z, c, truncation_psi=truncation_psi, noise_mode=noise_mode))
-                    progress.update(len(batch_seeds))
+            images = generate(G, seed_latents(G, batch_seeds, device), labels[:len(batch_seeds)], truncation_psi=truncation_psi,
+                noise_mode=noise_mode, lines=lines, tile=tile, precision=precision, on_tile=lambda: progress.update(len(batch_seeds)))
+            if lines is None:
+                progress.update(len(batch_seeds))
             for seed, img in zip(batch_seeds, images):
                 save_png(img, os.path.join(outdir, f'seed{seed:04d}.png'))
 

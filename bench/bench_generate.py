@@ -1,0 +1,146 @@
+"""Speed and memory of image generation (gen_images' rendering path), printed as JSON.
+
+For each configuration of (resolution, scale or size, batch, tile, precision,
+device) the benchmark reports seconds per image, the FLOPs per image (counted
+with torch.utils.flop_counter), the achieved GFLOP/s next to this machine's
+measured fp32 matmul rate, and the peak resident memory. Each configuration runs
+in a fresh process so that its peak memory is its own.
+
+    python bench/bench_generate.py                 # the default grid
+    python bench/bench_generate.py --huge          # adds the 16384x16384 render (about 15 min on 2 cores)
+    python bench/bench_generate.py --only 'res=256,scale=16,tile=512'
+
+Not a test: timings depend on the machine. Compare ratios within one run.
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import click
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import gen_images # pylint: disable=wrong-import-position
+from torch_utils import render # pylint: disable=wrong-import-position
+from training.networks_creps import Generator # pylint: disable=wrong-import-position
+
+#----------------------------------------------------------------------------
+
+# The default CREPS config at 256 px: 30.5 M parameters, about 107 GFLOP per 256x256 image.
+CREPS_256 = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3, channel_base=65536, channel_max=1024)
+
+# Figures for the official CREPS code on a 2-core CPU, fp32, default config at 256 px (from the project's issue).
+OFFICIAL_CPU_REFERENCE = {1: dict(sec_per_img=(1.15, 1.43)), 2: dict(sec_per_img=(5.4, 8.7)), 4: dict(sec_per_img=(45, 45), peak_rss_mb=2.8e3)}
+
+def default_grid(huge):
+    grid = [dict(scale=1, batch=1), dict(scale=1, batch=4), dict(scale=1, batch=1, precision='bf16'),
+        dict(scale=2, batch=1), dict(scale=4, batch=1),
+        dict(scale=16, batch=1, tile=512), dict(scale=16, batch=1)]
+    if huge:
+        grid.append(dict(scale=64, batch=1, tile=1024))
+    if torch.cuda.is_available():
+        grid += [dict(scale=s, batch=b, device='cuda', precision=p) for s in [1, 4] for b in [1, 8] for p in ['fp32', 'fp16']]
+    return grid
+
+#----------------------------------------------------------------------------
+
+def matmul_rate(device, size=2048, reps=10):
+    """Measured fp32 GFLOP/s of a square matmul on `device`."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    for _ in range(2):
+        a @ b
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * size ** 3 * reps / (time.perf_counter() - start) / 1e9
+
+def sync(device):
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize()
+
+def count_flops(G, height, width, precision):
+    """FLOPs of one image at height x width: the line stage is linear in the side lengths and
+    the pixel stage in the pixel count, so both are counted on a small render and scaled."""
+    from torch.utils.flop_counter import FlopCounterMode # pylint: disable=import-outside-toplevel
+    ws = G.mapping(torch.zeros([1, G.z_dim], device=G.mapping.fc0.weight.device), None)
+    probe = torch.linspace(0, 1, 16, device=ws.device)
+    with FlopCounterMode(display=False) as counter:
+        lines = G.synthesis.line_stage(ws, probe, side=0, precision=precision)
+    per_line_sample = counter.get_total_flops() / 16
+    with FlopCounterMode(display=False) as counter:
+        G.synthesis.pixel_stage(ws, lines, lines, precision=precision)
+    per_pixel = counter.get_total_flops() / 256
+    return per_line_sample * (height + width) + per_pixel * height * width
+
+def run_one(config):
+    """Measure one configuration in this process; returns the result dict."""
+    cfg = dict(res=256, scale=1, batch=1, tile=None, precision='fp32', device='cpu', reps=None)
+    cfg.update(config)
+    device = torch.device(cfg['device'])
+    torch.manual_seed(0)
+    G = Generator(**dict(CREPS_256, img_resolution=cfg['res'])).eval().requires_grad_(False).to(device)
+    lines = render.lines_for_scale(cfg['res'], cfg['scale'])
+    height, width = len(lines[0]), len(lines[1])
+    z = torch.randn([cfg['batch'], G.z_dim], device=device)
+    with torch.no_grad():
+        flops = count_flops(G, height, width, cfg['precision'])
+        gen_images.generate(G, z[:1], None, lines=render.lines_for_scale(cfg['res'], 0.25), precision=cfg['precision']) # Warm-up.
+        reps = cfg['reps'] or (3 if height * width * cfg['batch'] <= 4 * 256 ** 2 else 1)
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(reps):
+            gen_images.generate(G, z, None, lines=lines, tile=cfg['tile'], precision=cfg['precision'])
+        sync(device)
+        seconds = (time.perf_counter() - start) / (reps * cfg['batch'])
+    return dict(cfg, width=width, height=height, sec_per_img=round(seconds, 4), gflop_per_img=round(flops / 1e9, 2),
+        gflops=round(flops / seconds / 1e9, 1), peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        peak_cuda_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == 'cuda' else None)
+
+#----------------------------------------------------------------------------
+
+def parse_only(text):
+    config = {}
+    for item in text.split(','):
+        key, value = item.split('=')
+        config[key] = value if key in ('precision', 'device') else float(value) if key == 'scale' else int(value)
+    return config
+
+@click.command()
+@click.option('--huge', is_flag=True, help='Also render 16384x16384 (scale 64 of the 256-px config)')
+@click.option('--only', help="One configuration, e.g. 'res=256,scale=16,tile=512'")
+@click.option('--child', hidden=True, help='Internal: measure one JSON configuration in this process')
+def main(huge, only, child):
+    """Benchmark image generation speed and memory; prints one JSON document."""
+    if child:
+        print(json.dumps(run_one(json.loads(child))))
+        return
+    grid = [parse_only(only)] if only else default_grid(huge)
+    results = []
+    for config in grid:
+        proc = subprocess.run([sys.executable, __file__, '--child', json.dumps(config)], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            results.append(dict(config, error=proc.stderr.strip().splitlines()[-1:]))
+        else:
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(json.dumps(results[-1]), file=sys.stderr)
+    devices = sorted({r.get('device', 'cpu') for r in results})
+    report = dict(
+        machine=dict(cpu_threads=torch.get_num_threads(), torch=torch.__version__,
+            matmul_fp32_gflops={d: round(matmul_rate(d), 1) for d in devices}),
+        official_creps_cpu_reference=OFFICIAL_CPU_REFERENCE,
+        results=results)
+    for r in results:
+        if 'gflops' in r:
+            r['fraction_of_matmul_rate'] = round(r['gflops'] / report['machine']['matmul_fp32_gflops'][r['device']], 3)
+    print(json.dumps(report, indent=1))
+
+if __name__ == '__main__':
+    main() # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------

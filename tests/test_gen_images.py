@@ -1,0 +1,188 @@
+"""gen_images.py: every option and every bad-input case."""
+
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from click.testing import CliRunner
+
+import gen_images
+from training.networks_creps import Generator
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#----------------------------------------------------------------------------
+
+def make_generator(c_dim=0, img_channels=3, seed=0):
+    torch.manual_seed(seed)
+    G = Generator(z_dim=16, c_dim=c_dim, w_dim=16, img_resolution=32, img_channels=img_channels,
+        channel_base=512, channel_max=32, biline_channels=8)
+    with torch.no_grad():
+        G.mapping.w_avg.copy_(torch.randn(G.w_dim)) # As after training: truncation must matter.
+    return G.eval()
+
+def write_pickle(path, data):
+    with open(path, 'wb') as f:
+        pickle.dump(data, f)
+    return str(path)
+
+@pytest.fixture(scope='module')
+def pickles(tmp_path_factory):
+    root = tmp_path_factory.mktemp('pkl')
+    return dict(
+        uncond=write_pickle(root / 'g.pkl', {'G_ema': make_generator()}),
+        cond=write_pickle(root / 'cond.pkl', {'G_ema': make_generator(c_dim=3)}),
+        gray=write_pickle(root / 'gray.pkl', {'G_ema': make_generator(img_channels=1)}),
+        no_g_ema=write_pickle(root / 'no_g_ema.pkl', {'G': make_generator(), 'D': None}),
+        not_dict=write_pickle(root / 'list.pkl', [1, 2, 3]),
+        root=root,
+    )
+
+def run(args):
+    result = CliRunner().invoke(gen_images.generate_images, [str(a) for a in args])
+    return result
+
+def run_ok(args):
+    result = run(args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+def load(path):
+    return np.asarray(PIL.Image.open(path))
+
+def assert_clean_error(result, *phrases):
+    """A bad input ends with a non-zero exit and a one-line message, never a traceback."""
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert 'Traceback' not in result.output
+    error_lines = [line for line in result.output.splitlines() if line.startswith('Error')]
+    assert len(error_lines) == 1, result.output
+    for phrase in phrases:
+        assert phrase in result.output, result.output
+
+#----------------------------------------------------------------------------
+
+def test_acceptance_scale_size_and_tiles(pickles, tmp_path):
+    # The command of the acceptance criteria, as a user runs it: a real process.
+    out = tmp_path / 'out'
+    proc = subprocess.run([sys.executable, 'gen_images.py', f'--network={pickles["uncond"]}', '--seeds=0-1', '--scale=2.5', f'--outdir={out}'],
+        cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(out)) == ['seed0000.png', 'seed0001.png']
+    assert load(out / 'seed0000.png').shape == (80, 80, 3)
+    assert not np.array_equal(load(out / 'seed0000.png'), load(out / 'seed0001.png'))
+
+    run_ok(['--network', pickles['uncond'], '--seeds=3', '--size=120x40', '--outdir', tmp_path / 'size'])
+    assert load(tmp_path / 'size' / 'seed0003.png').shape == (40, 120, 3)
+
+    run_ok(['--network', pickles['uncond'], '--seeds=0,1', '--scale=4', '--outdir', tmp_path / 'full'])
+    run_ok(['--network', pickles['uncond'], '--seeds=0,1', '--scale=4', '--tile=16', '--outdir', tmp_path / 'tiled'])
+    for name in ['seed0000.png', 'seed0001.png']:
+        full, tiled = load(tmp_path / 'full' / name), load(tmp_path / 'tiled' / name)
+        assert full.shape == (128, 128, 3)
+        assert np.array_equal(full, tiled)
+
+def test_seeds_are_reproducible_and_batch_independent(pickles, tmp_path):
+    run_ok(['--network', pickles['uncond'], '--seeds=0,2,5-7', '--batch=1', '--outdir', tmp_path / 'a'])
+    run_ok(['--network', pickles['uncond'], '--seeds=5-7,0,2', '--batch=3', '--outdir', tmp_path / 'b'])
+    names = sorted(os.listdir(tmp_path / 'a'))
+    assert names == ['seed0000.png', 'seed0002.png', 'seed0005.png', 'seed0006.png', 'seed0007.png']
+    for name in names:
+        a, b = load(tmp_path / 'a' / name), load(tmp_path / 'b' / name)
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1 # Batched matmuls may round differently.
+
+def test_truncation(pickles, tmp_path):
+    run_ok(['--network', pickles['uncond'], '--seeds=0-1', '--trunc=0', '--outdir', tmp_path / 't0'])
+    run_ok(['--network', pickles['uncond'], '--seeds=0', '--trunc=0.5', '--outdir', tmp_path / 't5'])
+    run_ok(['--network', pickles['uncond'], '--seeds=0', '--outdir', tmp_path / 't1'])
+    # psi = 0 puts every seed at w_avg: identical images.
+    assert np.array_equal(load(tmp_path / 't0' / 'seed0000.png'), load(tmp_path / 't0' / 'seed0001.png'))
+    assert not np.array_equal(load(tmp_path / 't5' / 'seed0000.png'), load(tmp_path / 't1' / 'seed0000.png'))
+
+def test_viewport(pickles, tmp_path):
+    # The left half of the frame at scale 2 equals the left columns of the full scale-2 render.
+    run_ok(['--network', pickles['uncond'], '--seeds=4', '--scale=2', '--outdir', tmp_path / 'full'])
+    step = 1 / 63
+    run_ok(['--network', pickles['uncond'], '--seeds=4', '--scale=2', f'--viewport=0,{31 * step!r},0,1', '--outdir', tmp_path / 'vp'])
+    full, half = load(tmp_path / 'full' / 'seed0004.png'), load(tmp_path / 'vp' / 'seed0004.png')
+    assert half.shape == (64, 32, 3)
+    assert np.abs(half.astype(int) - full[:, :32].astype(int)).max() <= 1
+    # Beyond the training domain, with an explicit size.
+    run_ok(['--network', pickles['uncond'], '--seeds=4', '--viewport=-1,2,-0.5,1.5', '--size=48x32', '--outdir', tmp_path / 'out'])
+    assert load(tmp_path / 'out' / 'seed0004.png').shape == (32, 48, 3)
+
+def test_automatic_tiling_gives_same_pixels(pickles, tmp_path, monkeypatch):
+    run_ok(['--network', pickles['uncond'], '--seeds=1', '--scale=3', '--outdir', tmp_path / 'one'])
+    monkeypatch.setattr(gen_images, 'TILE_BUDGET_BYTES', 20 * 20 * 3 * 4) # Forces 16-pixel tiles.
+    result = run_ok(['--network', pickles['uncond'], '--seeds=1', '--scale=3', '--outdir', tmp_path / 'auto'])
+    assert 'tiles of 16x16' in result.output
+    assert np.array_equal(load(tmp_path / 'one' / 'seed0001.png'), load(tmp_path / 'auto' / 'seed0001.png'))
+
+def test_class_noise_mode_precision_device_and_channels(pickles, tmp_path):
+    run_ok(['--network', pickles['cond'], '--seeds=0', '--class=0', '--outdir', tmp_path / 'c0'])
+    run_ok(['--network', pickles['cond'], '--seeds=0', '--class=2', '--noise-mode=random', '--outdir', tmp_path / 'c2'])
+    assert not np.array_equal(load(tmp_path / 'c0' / 'seed0000.png'), load(tmp_path / 'c2' / 'seed0000.png'))
+    run_ok(['--network', pickles['uncond'], '--seeds=0', '--noise-mode=none', '--device=cpu', '--precision=fp32', '--outdir', tmp_path / 'fp32'])
+    run_ok(['--network', pickles['uncond'], '--seeds=0', '--precision=bf16', '--outdir', tmp_path / 'bf16'])
+    diff = np.abs(load(tmp_path / 'bf16' / 'seed0000.png').astype(int) - load(tmp_path / 'fp32' / 'seed0000.png').astype(int))
+    assert diff.mean() < 8
+    run_ok(['--network', pickles['gray'], '--seeds=0', '--scale=1.5', '--outdir', tmp_path / 'gray'])
+    assert load(tmp_path / 'gray' / 'seed0000.png').shape == (48, 48)
+
+def test_network_from_file_url(pickles, tmp_path):
+    run_ok(['--network', 'file://' + pickles['uncond'], '--seeds=0', '--outdir', tmp_path])
+    assert (tmp_path / 'seed0000.png').is_file()
+
+def test_no_temporary_files_left(pickles, tmp_path):
+    run_ok(['--network', pickles['uncond'], '--seeds=0-2', '--outdir', tmp_path])
+    assert sorted(os.listdir(tmp_path)) == ['seed0000.png', 'seed0001.png', 'seed0002.png']
+
+#----------------------------------------------------------------------------
+
+def test_bad_pickles(pickles, tmp_path):
+    out = tmp_path / 'out'
+    assert_clean_error(run(['--network', tmp_path / 'missing.pkl', '--seeds=0', '--outdir', out]), 'missing.pkl', 'no such file')
+    corrupt = tmp_path / 'corrupt.pkl'
+    corrupt.write_bytes(os.urandom(1000))
+    assert_clean_error(run(['--network', corrupt, '--seeds=0', '--outdir', out]), 'corrupt.pkl')
+    truncated = tmp_path / 'truncated.pkl'
+    truncated.write_bytes(open(pickles['uncond'], 'rb').read()[:5000])
+    assert_clean_error(run(['--network', truncated, '--seeds=0', '--outdir', out]), 'truncated.pkl')
+    assert_clean_error(run(['--network', pickles['no_g_ema'], '--seeds=0', '--outdir', out]), "no 'G_ema'", 'no_g_ema.pkl')
+    assert_clean_error(run(['--network', pickles['not_dict'], '--seeds=0', '--outdir', out]), 'list.pkl')
+    assert not out.exists()
+
+def test_bad_class(pickles, tmp_path):
+    assert_clean_error(run(['--network', pickles['uncond'], '--seeds=0', '--class=1', '--outdir', tmp_path]), '--class', 'unconditional')
+    assert_clean_error(run(['--network', pickles['cond'], '--seeds=0', '--outdir', tmp_path]), '--class', 'conditional')
+    assert_clean_error(run(['--network', pickles['cond'], '--seeds=0', '--class=3', '--outdir', tmp_path]), '--class', 'out of range')
+
+@pytest.mark.parametrize('option, phrase', [
+    ('--seeds=a,b', '--seeds'), ('--seeds=5-2', '--seeds'), ('--seeds=', '--seeds'), ('--seeds=-3', '--seeds'),
+    ('--size=12x', '--size'), ('--size=0x5', '--size'), ('--size=12x12x3', '--size'),
+    ('--viewport=0,1,0', '--viewport'), ('--viewport=0,1,a,1', '--viewport'), ('--viewport=0,1,0,inf', '--viewport'),
+    ('--scale=0', '--scale'), ('--scale=-1', '--scale'), ('--scale=x', '--scale'),
+    ('--tile=0', '--tile'), ('--batch=0', '--batch'), ('--trunc=abc', '--trunc'),
+    ('--noise-mode=loud', '--noise-mode'), ('--precision=fp8', '--precision'), ('--precision=fp16', '--precision'),
+    ('--device=tpu9', '--device'),
+])
+def test_bad_options(pickles, tmp_path, option, phrase):
+    args = ['--network', pickles['uncond'], '--outdir', tmp_path / 'out', option]
+    if not option.startswith('--seeds'):
+        args.append('--seeds=0')
+    if option == '--precision=fp16' and torch.cuda.is_available():
+        pytest.skip('fp16 is valid on this machine: it has CUDA')
+    assert_clean_error(run(args), phrase)
+    assert not (tmp_path / 'out').exists()
+
+def test_cuda_requested_without_cuda(pickles, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA, so --device=cuda is valid')
+    assert_clean_error(run(['--network', pickles['uncond'], '--seeds=0', '--device=cuda', '--outdir', tmp_path]), '--device', 'CUDA is not available')
+
+#----------------------------------------------------------------------------
