@@ -71,10 +71,10 @@ def count_flops(G, height, width, precision):
     ws = G.mapping(torch.zeros([1, G.z_dim], device=G.mapping.fc0.weight.device), None)
     probe = torch.linspace(0, 1, 16, device=ws.device)
     with FlopCounterMode(display=False) as counter:
-        lines = G.synthesis.line_stage(ws, probe, side=0, precision=precision)
-    per_line_sample = counter.get_total_flops() / 16
+        row_lines, col_lines = G.synthesis.line_stage(ws, probe, probe, precision=precision)
+    per_line_sample = counter.get_total_flops() / 32
     with FlopCounterMode(display=False) as counter:
-        G.synthesis.pixel_stage(ws, lines, lines, precision=precision)
+        G.synthesis.pixel_stage(ws, row_lines, col_lines, precision=precision)
     per_pixel = counter.get_total_flops() / 256
     return per_line_sample * (height + width) + per_pixel * height * width
 

@@ -286,8 +286,7 @@ def open_url(
         # HTTPError reads 'HTTP Error 404: Not Found'; other URLErrors wrap the socket error as `reason`.
         reason = err if isinstance(err, urllib.error.HTTPError) else getattr(err, 'reason', None) or err
         raise DownloadError(
-            f'Cannot download {url} ({reason}).\n'
-            f'Cache folder: {os.path.abspath(cache_dir)}\n'
+            f'Cannot download {url} ({reason}); cache folder: {os.path.abspath(cache_dir)}. '
             f'To work offline, fetch the file on another machine, then either put it into the cache folder '
             f'as {_cache_file_name(url, url_md5, None)}, pass its local path instead of the URL, '
             f'or set DNNLIB_CACHE_DIR to a folder whose downloads/ subfolder holds it.'

@@ -11,7 +11,7 @@ both ends included, as the official CREPS release does.
 
 The synthesis network is used through two methods, so that commands and
 metrics can render without knowing its class:
-`line_stage(ws, coords, side, precision)` -> per-level line tensors [N, L, ...]
+`line_stage(ws, rows, cols, precision)` -> per-level line tensors [N, H, ...], [N, W, ...]
 `pixel_stage(ws, row_lines, col_lines, precision)` -> image [N, C, H, W].
 """
 
@@ -99,8 +99,7 @@ def render_tiles(synthesis, ws, rows, cols, tile=None, precision='fp32'):
     """
     rows = torch.as_tensor(rows, dtype=torch.float32, device=ws.device)
     cols = torch.as_tensor(cols, dtype=torch.float32, device=ws.device)
-    row_lines = synthesis.line_stage(ws, rows, side=0, precision=precision)
-    col_lines = synthesis.line_stage(ws, cols, side=1, precision=precision)
+    row_lines, col_lines = synthesis.line_stage(ws, rows, cols, precision=precision)
     for i0, i1, j0, j1 in tiles(rows.shape[0], cols.shape[0], tile):
         img = synthesis.pixel_stage(ws, [r[:, i0:i1] for r in row_lines], [c[:, j0:j1] for c in col_lines], precision=precision)
         yield i0, j0, img

@@ -279,17 +279,22 @@ class SynthesisInput(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.randn([1, channels, 1, 2 * rank]))
         self.affine = FullyConnectedLayer(w_dim, channels * 2 * rank, bias_init=1)
 
-    def forward(self, w, coords, side):
-        """Features [N, L * rank, channels] for coordinates `coords` [L] of one side (0 = rows, 1 = columns)."""
+    def forward(self, w, rows, cols):
+        """Features [N, (H + W) * rank, channels] of the row coordinates `rows` [H] followed by
+        those of the column coordinates `cols` [W]."""
         rank, half = self.rank, self.channels // 2
-        phase = (coords.to(torch.float32).unsqueeze(1) * self.freqs).reshape(-1, half, rank) * (np.pi * 2) # [L, C/2, rank]
-        # cos(x) written as sin(x + pi/2), as the official release computes it.
-        x = torch.sin(torch.cat([phase, phase + np.pi / 2], dim=1)) # [L, C, rank]
-        sl = slice(side * rank, (side + 1) * rank)
-        styles = self.affine(w).reshape(w.shape[0], self.channels, 2 * rank)[:, :, sl] # [N, C, rank]
-        weight = self.weight[0, :, 0, sl] * styles / np.sqrt(self.channels) # [N, C, rank]
-        x = x.unsqueeze(0) * weight.unsqueeze(1) # [N, L, C, rank]
-        return x.transpose(2, 3).reshape(w.shape[0], -1, self.channels)
+        styles = self.affine(w).reshape(w.shape[0], self.channels, 2 * rank)
+        weight = self.weight[:, :, 0, :] * styles / np.sqrt(self.channels) # [N, C, 2 * rank]
+        parts = []
+        for side, coords in enumerate([rows, cols]):
+            if coords.shape[0] == 0:
+                continue
+            phase = (coords.to(torch.float32).unsqueeze(1) * self.freqs).reshape(-1, half, rank) * (np.pi * 2) # [L, C/2, rank]
+            # cos(x) written as sin(x + pi/2), as the official release computes it.
+            x = torch.sin(torch.cat([phase, phase + np.pi / 2], dim=1)) # [L, C, rank]
+            x = x.unsqueeze(0) * weight[:, None, :, side * rank : (side + 1) * rank] # [N, L, C, rank]
+            parts.append(x.transpose(2, 3).reshape(w.shape[0], -1, self.channels))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def extra_repr(self):
         return f'channels={self.channels:d}, w_dim={self.w_dim:d}, rank={self.rank}, resolution={self.resolution:d}, bandwidth={self.bandwidth:g}'
@@ -346,14 +351,14 @@ class SynthesisBlock(torch.nn.Module):
         """Number of w vectors this block consumes."""
         return (self.in_channels == 1) + self.num_fc + self.num_tores
 
-    def forward(self, x, res, ws, precision='fp32', coords=None, side=None):
-        """x: [N, P, in_channels] (None for the first block, which builds it from `coords`
-        of line `side`); res: float32 skip accumulator [N, P, res_channels] or None."""
+    def forward(self, x, res, ws, precision='fp32', lines=None):
+        """x: [N, P, in_channels] (None for the first block, which builds it from the coordinate
+        lines `lines` = (rows, cols)); res: float32 skip accumulator [N, P, res_channels] or None."""
         misc.assert_shape(ws, [None, self.num_ws, self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
         dtype = layer_dtype(precision, self.use_fp16)
         if self.in_channels == 1:
-            x = self.input(next(w_iter), coords, side).to(dtype)
+            x = self.input(next(w_iter), *lines).to(dtype)
             x = self.fc1(x, next(w_iter))
         else:
             x = self.fc0(x.to(dtype), next(w_iter))
@@ -385,7 +390,7 @@ class SynthesisNetwork(torch.nn.Module):
         num_fp16_res    = 0,        # Use float16 for the N highest levels (under the 'fp16' precision).
         rank            = 8,        # Rank of the bi-lines.
         bandwidth       = 10,       # Standard deviation of the input Fourier frequencies.
-        line_chunk      = 2**21,    # Line stage: at most this many (position x rank x channel) values per sample at once.
+        line_chunk      = 2**22,    # Line stage: at most this many (position x rank x channel) values per sample at once.
         pixel_chunk     = 8192,     # Pixel stage: pixels (summed over the batch) processed at once, sized for the CPU caches.
         **block_kwargs,             # Arguments for SynthesisBlock.
     ):
@@ -444,25 +449,35 @@ class SynthesisNetwork(torch.nn.Module):
             w_idx += block.num_fc
         return block_ws
 
-    def line_stage(self, ws, coords, side, precision='fp32'):
-        """Bi-lines of one side (0 = rows, 1 = columns) at coordinates `coords` [L].
+    def line_stage(self, ws, rows, cols, precision='fp32'):
+        """Bi-lines at row coordinates `rows` [H] and column coordinates `cols` [W].
 
-        Returns one float32 tensor [N, L, rank, biline_channels] per feature level
-        (feature_resolutions): the running sum of the levels' skip outputs, pre-scaled by
-        sqrt(1/2) as the outer product needs.
+        Returns (row_lines, col_lines): per feature level (feature_resolutions) a float32
+        tensor [N, H, rank, biline_channels], resp. [N, W, ...]: the running sum of the
+        levels' skip outputs, pre-scaled by sqrt(1/2) as the outer product needs. Rows and
+        columns go through the layers together, in chunks of positions that bound memory
+        and keep the matrix products large.
         """
         block_ws = self.split_ws(ws)
         max_channels = max(getattr(self, f'b{res}').fc1.out_channels for res in self.block_resolutions)
         chunk = max(self.line_chunk // (self.rank * max_channels), 1)
+        height, total = rows.shape[0], rows.shape[0] + cols.shape[0]
         levels = [[] for _ in self.feature_resolutions]
-        for start in range(0, coords.shape[0], chunk):
+        for start in range(0, total, chunk):
+            end = min(start + chunk, total)
+            lines = (rows[start:end], cols[max(start - height, 0) : max(end - height, 0)])
             x = biline = None
             for res, cur_ws in zip(self.block_resolutions, block_ws):
-                x, biline = getattr(self, f'b{res}')(x, biline, cur_ws, precision=precision, coords=coords[start : start + chunk], side=side)
+                x, biline = getattr(self, f'b{res}')(x, biline, cur_ws, precision=precision, lines=lines)
                 if biline is not None:
-                    levels[self.feature_resolutions.index(res)].append(biline * np.sqrt(0.5))
-        n = ws.shape[0]
-        return [torch.cat(parts, dim=1).reshape(n, -1, self.rank, self.biline_channels) for parts in levels]
+                    levels[self.feature_resolutions.index(res)].append(biline)
+        row_lines, col_lines = [], []
+        for parts in levels:
+            level = (torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]) * np.sqrt(0.5)
+            level = level.reshape(ws.shape[0], total, self.rank, self.biline_channels)
+            row_lines.append(level[:, :height])
+            col_lines.append(level[:, height:])
+        return row_lines, col_lines
 
     def pixel_stage(self, ws, row_lines, col_lines, precision='fp32'):
         """Image [N, img_channels, H, W] from the bi-lines of H rows and W columns (as from line_stage)."""
@@ -500,8 +515,7 @@ class SynthesisNetwork(torch.nn.Module):
             default_rows, default_cols = self.default_lines(device=ws.device)
             rows = default_rows if rows is None else rows
             cols = default_cols if cols is None else cols
-        row_lines = self.line_stage(ws, rows, side=0, precision=precision)
-        col_lines = self.line_stage(ws, cols, side=1, precision=precision)
+        row_lines, col_lines = self.line_stage(ws, rows, cols, precision=precision)
         return self.pixel_stage(ws, row_lines, col_lines, precision=precision)
 
     def extra_repr(self):
