@@ -40,6 +40,8 @@ def load_network(network, key='G_ema'):
             data = load_network_pkl(f, source=network)
     except FileNotFoundError as err:
         raise NetworkPickleError(f'{network}: no such file') from err
+    except dnnlib.util.DownloadError as err: # Its message names the URL and the cache folder.
+        raise NetworkPickleError(str(err)) from err
     except OSError as err:
         raise NetworkPickleError(f'{network}: {err}') from err
     if key not in data:

@@ -60,10 +60,10 @@ def assert_clean_error(result, *phrases):
     assert result.exit_code != 0
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert 'Traceback' not in result.output
-    error_lines = [line for line in result.output.splitlines() if line.startswith('Error')]
-    assert len(error_lines) == 1, result.output
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith('Error')]
+    assert len(error_lines) == 1, result.stderr
     for phrase in phrases:
-        assert phrase in result.output, result.output
+        assert phrase in error_lines[0], result.stderr
 
 #----------------------------------------------------------------------------
 
@@ -137,6 +137,12 @@ def test_class_noise_mode_precision_device_and_channels(pickles, tmp_path):
 def test_network_from_file_url(pickles, tmp_path):
     run_ok(['--network', 'file://' + pickles['uncond'], '--seeds=0', '--outdir', tmp_path])
     assert (tmp_path / 'seed0000.png').is_file()
+
+def test_unreachable_url(tmp_path, monkeypatch):
+    # Nothing listens on the discard port of the loopback address: the download fails at once.
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+    url = 'http://127.0.0.1:9/networks/g.pkl'
+    assert_clean_error(run(['--network', url, '--seeds=0', '--outdir', tmp_path / 'out']), url, str(tmp_path / 'cache'))
 
 def test_no_temporary_files_left(pickles, tmp_path):
     run_ok(['--network', pickles['uncond'], '--seeds=0-2', '--outdir', tmp_path])
