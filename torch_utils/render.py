@@ -11,7 +11,7 @@ both ends included, as the official CREPS release does.
 
 The synthesis network is used through two methods, so that commands and
 metrics can render without knowing its class:
-`line_stage(ws, rows, cols, precision)` -> per-level line tensors [N, H, ...], [N, W, ...]
+`line_stage(ws, rows, cols, precision)` -> per-level line tensors [N, C, H, ...], [N, C, W, ...]
 `pixel_stage(ws, row_lines, col_lines, precision)` -> image [N, C, H, W].
 """
 
@@ -101,7 +101,7 @@ def render_tiles(synthesis, ws, rows, cols, tile=None, precision='fp32'):
     cols = torch.as_tensor(cols, dtype=torch.float32, device=ws.device)
     row_lines, col_lines = synthesis.line_stage(ws, rows, cols, precision=precision)
     for i0, i1, j0, j1 in tiles(rows.shape[0], cols.shape[0], tile):
-        img = synthesis.pixel_stage(ws, [r[:, i0:i1] for r in row_lines], [c[:, j0:j1] for c in col_lines], precision=precision)
+        img = synthesis.pixel_stage(ws, [r[:, :, i0:i1] for r in row_lines], [c[:, :, j0:j1] for c in col_lines], precision=precision)
         yield i0, j0, img
 
 def render(synthesis, ws, rows, cols, tile=None, precision='fp32'):

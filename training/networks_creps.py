@@ -7,8 +7,8 @@ in two stages:
 
 1. the *line stage* maps each coordinate of the row line and of the column line
    through the per-position layers of every level (cost linear in the side
-   length), giving for each level a row bi-line [N, H, rank, C] and a column
-   bi-line [N, W, rank, C];
+   length), giving for each level a row bi-line [N, C, H, rank] and a column
+   bi-line [N, C, W, rank];
 2. the *pixel stage* combines, for any set of rows and columns, the two lines by
    an outer product summed over rank and runs the per-pixel MLPs (cost linear in
    the pixel count). Pixels are processed chunk by chunk so that intermediate
@@ -16,7 +16,8 @@ in two stages:
 
 Parameter and buffer names, shapes and the computation follow the official CREPS
 release, so its pickles can be loaded into these classes. Tensors flowing
-through the layers are channels-last, [N, positions, channels], in both stages.
+through the layers are [N, channels, positions] in both stages, so that the outer
+product lands in the layout the per-pixel layers read, with no transposition.
 """
 
 import numpy as np
@@ -56,7 +57,7 @@ def normalize_2nd_moment(x, dim=1, eps=1e-8):
 
 @misc.profiled_function
 def modulated_fc(
-    x,                  # Input tensor, channels-last: [batch_size, num_positions, in_channels].
+    x,                  # Input tensor: [batch_size, in_channels, num_positions].
     weight,             # Weight tensor: [out_channels, in_channels].
     styles,             # Modulation coefficients: [batch_size, in_channels].
     demodulate  = True, # Apply weight demodulation?
@@ -64,7 +65,7 @@ def modulated_fc(
     """Per-sample modulated fully connected layer applied at every position."""
     batch_size = x.shape[0]
     out_channels, in_channels = weight.shape
-    misc.assert_shape(x, [batch_size, None, in_channels])
+    misc.assert_shape(x, [batch_size, in_channels, None])
     misc.assert_shape(styles, [batch_size, in_channels])
 
     # Pre-normalize to keep float16 from overflowing; demodulation undoes the scale.
@@ -75,7 +76,7 @@ def modulated_fc(
     w = weight.unsqueeze(0) * styles.unsqueeze(1) # [NOI]
     if demodulate:
         w = w * (w.square().sum(dim=2, keepdim=True) + 1e-8).rsqrt()
-    return torch.bmm(x, w.transpose(1, 2).to(x.dtype))
+    return torch.bmm(w.to(x.dtype), x)
 
 #----------------------------------------------------------------------------
 
@@ -100,15 +101,18 @@ class FullyConnectedLayer(torch.nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x):
+        """x: [N, in_features] or, applied at every position, [N, in_features, num_positions]."""
         w = self.weight.to(x.dtype) * self.weight_gain
         b = self.bias
         if b is not None:
             b = b.to(x.dtype)
             if self.bias_gain != 1:
                 b = b * self.bias_gain
-        if self.activation == 'linear' and b is not None and x.ndim == 2:
+        if x.ndim == 3:
+            return bias_act.bias_act(torch.matmul(w, x), b, dim=1, act=self.activation)
+        if self.activation == 'linear' and b is not None:
             return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act.bias_act(x.matmul(w.t()), b, dim=x.ndim - 1, act=self.activation)
+        return bias_act.bias_act(x.matmul(w.t()), b, act=self.activation)
 
     def extra_repr(self):
         return f'in_features={self.in_features:d}, out_features={self.out_features:d}, activation={self.activation:s}'
@@ -213,7 +217,7 @@ class SynthesisLayer(torch.nn.Module):
         styles = self.affine(w)
         x = modulated_fc(x=x, weight=self.weight, styles=styles)
         act_clamp = self.fc_clamp * gain if self.fc_clamp is not None else None
-        return bias_act.bias_act(x, self.bias.to(x.dtype), dim=2, act=self.activation, gain=self.act_gain * gain, clamp=act_clamp)
+        return bias_act.bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=act_clamp)
 
     def extra_repr(self):
         return f'in_channels={self.in_channels:d}, out_channels={self.out_channels:d}, w_dim={self.w_dim:d}, activation={self.activation:s}'
@@ -243,7 +247,7 @@ class ToResLayer(torch.nn.Module):
     def forward(self, x, w):
         styles = self.affine(w) * self.weight_gain
         x = modulated_fc(x=x, weight=self.weight, styles=styles, demodulate=False)
-        return bias_act.bias_act(x, self.bias.to(x.dtype), dim=2, clamp=self.fc_clamp)
+        return bias_act.bias_act(x, self.bias.to(x.dtype), clamp=self.fc_clamp)
 
     def extra_repr(self):
         return f'in_channels={self.in_channels:d}, out_channels={self.out_channels:d}, w_dim={self.w_dim:d}'
@@ -280,21 +284,21 @@ class SynthesisInput(torch.nn.Module):
         self.affine = FullyConnectedLayer(w_dim, channels * 2 * rank, bias_init=1)
 
     def forward(self, w, rows, cols):
-        """Features [N, (H + W) * rank, channels] of the row coordinates `rows` [H] followed by
+        """Features [N, channels, (H + W) * rank] of the row coordinates `rows` [H] followed by
         those of the column coordinates `cols` [W]."""
         rank, half = self.rank, self.channels // 2
-        styles = self.affine(w).reshape(w.shape[0], self.channels, 2 * rank)
-        weight = self.weight[:, :, 0, :] * styles / np.sqrt(self.channels) # [N, C, 2 * rank]
+        styles = self.affine(w).reshape(w.shape[0], self.channels, 1, 2 * rank)
+        weight = self.weight * styles / np.sqrt(self.channels) # [N, C, 1, 2 * rank]
         parts = []
         for side, coords in enumerate([rows, cols]):
             if coords.shape[0] == 0:
                 continue
             phase = (coords.to(torch.float32).unsqueeze(1) * self.freqs).reshape(-1, half, rank) * (np.pi * 2) # [L, C/2, rank]
             # cos(x) written as sin(x + pi/2), as the official release computes it.
-            x = torch.sin(torch.cat([phase, phase + np.pi / 2], dim=1)) # [L, C, rank]
-            x = x.unsqueeze(0) * weight[:, None, :, side * rank : (side + 1) * rank] # [N, L, C, rank]
-            parts.append(x.transpose(2, 3).reshape(w.shape[0], -1, self.channels))
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+            x = torch.sin(torch.cat([phase, phase + np.pi / 2], dim=1)).transpose(0, 1) # [C, L, rank]
+            x = x.unsqueeze(0) * weight[..., side * rank : (side + 1) * rank] # [N, C, L, rank]
+            parts.append(x.reshape(w.shape[0], self.channels, -1))
+        return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
 
     def extra_repr(self):
         return f'channels={self.channels:d}, w_dim={self.w_dim:d}, rank={self.rank}, resolution={self.resolution:d}, bandwidth={self.bandwidth:g}'
@@ -352,8 +356,8 @@ class SynthesisBlock(torch.nn.Module):
         return (self.in_channels == 1) + self.num_fc + self.num_tores
 
     def forward(self, x, res, ws, precision='fp32', lines=None):
-        """x: [N, P, in_channels] (None for the first block, which builds it from the coordinate
-        lines `lines` = (rows, cols)); res: float32 skip accumulator [N, P, res_channels] or None."""
+        """x: [N, in_channels, P] (None for the first block, which builds it from the coordinate
+        lines `lines` = (rows, cols)); res: float32 skip accumulator [N, res_channels, P] or None."""
         misc.assert_shape(ws, [None, self.num_ws, self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
         dtype = layer_dtype(precision, self.use_fp16)
@@ -453,7 +457,7 @@ class SynthesisNetwork(torch.nn.Module):
         """Bi-lines at row coordinates `rows` [H] and column coordinates `cols` [W].
 
         Returns (row_lines, col_lines): per feature level (feature_resolutions) a float32
-        tensor [N, H, rank, biline_channels], resp. [N, W, ...]: the running sum of the
+        tensor [N, biline_channels, H, rank], resp. [N, biline_channels, W, rank]: the running sum of the
         levels' skip outputs, pre-scaled by sqrt(1/2) as the outer product needs. Rows and
         columns go through the layers together, in chunks of positions that bound memory
         and keep the matrix products large.
@@ -473,32 +477,32 @@ class SynthesisNetwork(torch.nn.Module):
                     levels[self.feature_resolutions.index(res)].append(biline)
         row_lines, col_lines = [], []
         for parts in levels:
-            level = (torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]) * np.sqrt(0.5)
-            level = level.reshape(ws.shape[0], total, self.rank, self.biline_channels)
-            row_lines.append(level[:, :height])
-            col_lines.append(level[:, height:])
+            level = (torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]) * np.sqrt(0.5)
+            level = level.reshape(ws.shape[0], self.biline_channels, total, self.rank)
+            row_lines.append(level[:, :, :height])
+            col_lines.append(level[:, :, height:])
         return row_lines, col_lines
 
     def pixel_stage(self, ws, row_lines, col_lines, precision='fp32'):
         """Image [N, img_channels, H, W] from the bi-lines of H rows and W columns (as from line_stage)."""
-        n, h, w = ws.shape[0], row_lines[0].shape[1], col_lines[0].shape[1]
+        n, h, w = ws.shape[0], row_lines[0].shape[2], col_lines[0].shape[2]
         chunk_rows = max(self.pixel_chunk // max(n * w, 1), 1)
-        img = torch.empty([n, h * w, self.img_channels], device=ws.device) # Filled chunk by chunk: no second full-size copy.
+        img = torch.empty([n, self.img_channels, h, w], device=ws.device) # Filled chunk by chunk: no second full-size copy.
         for i in range(0, h, chunk_rows):
-            img[:, i * w : (i + chunk_rows) * w] = self._pixels(ws, [r[:, i : i + chunk_rows] for r in row_lines], col_lines, precision)
-        return img.reshape(n, h, w, self.img_channels).permute(0, 3, 1, 2)
+            rows = [r[:, :, i : i + chunk_rows] for r in row_lines]
+            img[:, :, i : i + chunk_rows] = self._pixels(ws, rows, col_lines, precision).reshape(n, self.img_channels, -1, w)
+        return img
 
     def _pixels(self, ws, row_lines, col_lines, precision):
-        """Pixels [N, h * w, img_channels] of the h rows by w columns given."""
-        n, h, w = ws.shape[0], row_lines[0].shape[1], col_lines[0].shape[1]
+        """Pixels [N, img_channels, h * w] of the h rows by w columns given."""
+        n = ws.shape[0]
         dtype = layer_dtype(precision, use_fp16=False)
         feature = None
         for res, rows, cols in zip(self.feature_resolutions, row_lines, col_lines):
-            outer = torch.einsum('nirc,njrc->nijc', rows, cols).reshape(n * h * w, -1).to(dtype)
+            outer = torch.matmul(rows, cols.transpose(2, 3)).reshape(n, self.biline_channels, -1).to(dtype) # Sum over rank.
             feature = outer if feature is None else getattr(self, f'decoder_{res}')(feature) + outer
         feature = self.decoder_last(feature)
-        img = self.decoder_img(feature).to(torch.float32).reshape(n, h * w, -1)
-        feature = feature.reshape(n, h * w, -1)
+        img = self.decoder_img(feature).to(torch.float32)
         last_ws = ws[:, -1:, :].to(torch.float32).repeat(1, 3, 1)
         feature, img = self.block0(feature, img, last_ws, precision=precision)
         feature, img = self.block1(feature, img, last_ws, precision=precision)
