@@ -154,7 +154,7 @@ def test_subset_of_coordinates_gives_those_pixels():
     part = G.synthesis(ws, rows[pick_r], cols[pick_c])
     assert (part - full[:, :, pick_r][:, :, :, pick_c]).abs().max() <= 1e-5
 
-@pytest.mark.parametrize('tile', [1, 7, 16, 33])
+@pytest.mark.parametrize('tile', [5, 16, 33])
 def test_tiled_equals_full_frame(tile):
     G = tiny_generator()
     ws = G.mapping(*latents(G, 2))
