@@ -13,14 +13,17 @@ from torch_utils.ops.bias_act import activation_funcs
 ACTS = list(activation_funcs)
 
 # (shape, dim): a bias dimension whose runs are long (stride >= 64), short
-# (expanded into a row), or the innermost one (stride 1); negative dims; and
-# tensors large enough to be split among threads.
+# (expanded into a row, unless the row would be too long), or the innermost
+# one (stride 1); negative dims; and tensors large enough to be split among
+# threads.
 LAYOUTS = [
     ([7, 5], 1),
     ([2, 3, 130], -1),
     ([3, 6, 4, 5], 1),
     ([2, 3, 8, 9], 1),
     ([2, 17, 40, 50], -3),
+    ([2, 33000, 2], 1),
+    ([2, 70000], 1),
 ]
 
 # (gain, clamp): defaults; a gain with a clamp that cuts some outputs (the

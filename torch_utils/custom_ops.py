@@ -130,11 +130,14 @@ def _stage_sources(files, build_dir):
 
 @contextlib.contextmanager
 def _exclusive_lock(path):
-    """Holds an exclusive lock on the file `path`; the OS releases it if the process dies."""
+    """Holds an exclusive lock on the file `path`, which the OS releases if the
+    process dies. Yields whether the platform could lock it."""
     with open(path, 'a') as f:
-        if fcntl is not None:
-            fcntl.flock(f, fcntl.LOCK_EX)
-        yield
+        if fcntl is None:
+            yield False
+            return
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield True
 
 def _load_library(module_name, build_dir, is_python_module):
     path = os.path.join(build_dir, module_name + torch.utils.cpp_extension.LIB_EXT)
@@ -176,13 +179,13 @@ def get_plugin(module_name, sources, headers=None, source_dir=None, **build_kwar
     if module_name in _plugins:
         return _plugins[module_name]
     if not enabled():
-        raise PluginError(f'plugin "{module_name}" is disabled by CREPS_CUSTOM_OPS={os.environ["CREPS_CUSTOM_OPS"]}')
+        raise PluginError(f'Plugin "{module_name}" is disabled by CREPS_CUSTOM_OPS={os.environ["CREPS_CUSTOM_OPS"]}')
 
     files = [os.path.join(source_dir or '', f) for f in list(sources) + list(headers or [])]
     assert len({os.path.basename(f) for f in files}) == len(files), 'source file names must be distinct'
     with_cuda = any(f.endswith('.cu') for f in sources)
     if with_cuda and not torch.cuda.is_available():
-        raise PluginError(f'plugin "{module_name}" has CUDA sources, and CUDA is not available')
+        raise PluginError(f'Plugin "{module_name}" has CUDA sources, and CUDA is not available')
     kwargs = _build_kwargs(build_kwargs)
     is_python_module = kwargs.get('is_python_module', True)
 
@@ -191,25 +194,25 @@ def get_plugin(module_name, sources, headers=None, source_dir=None, **build_kwar
     done_marker = os.path.join(build_dir, _DONE_MARKER)
 
     if not os.path.isfile(done_marker):
-        with _exclusive_lock(build_dir + '.lock'):
+        with _exclusive_lock(build_dir + '.lock') as exclusive:
             if not os.path.isfile(done_marker): # Another process may have built it while we waited.
-                _plugins[module_name] = _build(module_name, files, sources, build_dir, kwargs)
+                _plugins[module_name] = _build(module_name, files, sources, build_dir, kwargs, exclusive)
                 open(done_marker, 'w').close()
                 return _plugins[module_name]
 
     try:
         _plugins[module_name] = _load_library(module_name, build_dir, is_python_module)
     except Exception as e:
-        raise PluginError(f'plugin "{module_name}" failed to load from {build_dir}: {_summarize(e)}') from e
+        raise PluginError(f'Plugin "{module_name}" failed to load from {build_dir}: {_summarize(e)}') from e
     return _plugins[module_name]
 
-def _build(module_name, files, sources, build_dir, kwargs):
-    """Compiles and loads the plugin; called under the lock."""
+def _build(module_name, files, sources, build_dir, kwargs, exclusive):
+    """Compiles and loads the plugin; called under the lock, which is `exclusive` where the platform has one."""
     _stage_sources(files, build_dir)
     # Holding our lock, nobody else is building here: a lock file left by
     # cpp_extension in this folder comes from a killed build and would make it wait forever.
     stale_baton = os.path.join(build_dir, 'lock')
-    if os.path.exists(stale_baton):
+    if exclusive and os.path.exists(stale_baton):
         os.remove(stale_baton)
 
     log = os.path.join(build_dir, 'build.log')
@@ -222,7 +225,7 @@ def _build(module_name, files, sources, build_dir, kwargs):
         _status('failed.')
         with open(log, 'w') as f:
             f.write(str(e))
-        raise PluginError(f'plugin "{module_name}" failed to build: {_summarize(e)}', log=log) from e
+        raise PluginError(f'Plugin "{module_name}" failed to build: {_summarize(e)}', log=log) from e
     _status(f'done ({time.time() - start:.0f} s).')
     return module if kwargs.get('is_python_module', True) else getattr(torch.ops, module_name)
 

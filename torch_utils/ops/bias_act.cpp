@@ -76,8 +76,10 @@ Args prepare(const at::Tensor& x, const std::optional<at::Tensor>& b, const std:
 constexpr int64_t kGrain = 32768;
 
 // Bias runs shorter than this are expanded into a periodic bias row, so that
-// the inner loop stays long enough to vectorize.
+// the inner loop stays long enough to vectorize, unless the row would be
+// longer than kMaxRow.
 constexpr int64_t kMinRun = 64;
+constexpr int64_t kMaxRow = 65536;
 
 // Each span loop is compiled once rather than at every call site, which
 // keeps the build short; a call per span costs nothing measurable.
@@ -118,12 +120,12 @@ using Row = std::integral_constant<int, 1>;
 // bias value (long runs: the bias dimension is not among the last ones) or
 // a stretch of a bias row (short runs: the pattern repeats with period
 // len * step; the row is b itself when step is 1), and calls
-// span(BStep, i, n, bias) on each.
+// span(bstep, i, n, bias) on each.
 template <class T, class Span> static void run_biased(const Args& a, const T* b, const Span& span)
 {
     const int64_t step = a.bias_step;
     const int64_t len = a.bias_len;
-    if (step >= kMinRun)
+    if (step >= kMinRun || (step > 1 && len * step > kMaxRow))
     {
         at::parallel_for(0, a.size, kGrain, [&](int64_t begin, int64_t end)
         {

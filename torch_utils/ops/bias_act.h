@@ -180,42 +180,42 @@ enum ActId { kLinear = 1, kRelu, kLrelu, kTanh, kSigmoid, kElu, kSelu, kSoftplus
 struct Linear
 {
     static constexpr bool ref_x = false;
-    template <class S> BA_FN static S f(S x, S) { return x; }
-    template <class S> BA_FN static S d1(S, S, S) { return S(1); }
-    template <class S> BA_FN static S d2(S, S, S) { return S(0); }
+    template <class S> static BA_FN S f(S x, S) { return x; }
+    template <class S> static BA_FN S d1(S, S, S) { return S(1); }
+    template <class S> static BA_FN S d2(S, S, S) { return S(0); }
 };
 
 // Comparisons are ordered so that NaN propagates as in PyTorch.
 struct Relu
 {
     static constexpr bool ref_x = false;
-    template <class S> BA_FN static S f(S x, S) { return (x < S(0)) ? S(0) : x; }
-    template <class S> BA_FN static S d1(S, S y, S) { return (y <= S(0)) ? S(0) : S(1); }
-    template <class S> BA_FN static S d2(S, S, S) { return S(0); }
+    template <class S> static BA_FN S f(S x, S) { return (x < S(0)) ? S(0) : x; }
+    template <class S> static BA_FN S d1(S, S y, S) { return (y <= S(0)) ? S(0) : S(1); }
+    template <class S> static BA_FN S d2(S, S, S) { return S(0); }
 };
 
 struct Lrelu
 {
     static constexpr bool ref_x = false;
-    template <class S> BA_FN static S f(S x, S alpha) { return (x > S(0)) ? x : x * alpha; }
-    template <class S> BA_FN static S d1(S, S y, S alpha) { return (y > S(0)) ? S(1) : alpha; }
-    template <class S> BA_FN static S d2(S, S, S) { return S(0); }
+    template <class S> static BA_FN S f(S x, S alpha) { return (x > S(0)) ? x : x * alpha; }
+    template <class S> static BA_FN S d1(S, S y, S alpha) { return (y > S(0)) ? S(1) : alpha; }
+    template <class S> static BA_FN S d2(S, S, S) { return S(0); }
 };
 
 struct Tanh
 {
     static constexpr bool ref_x = false;
-    template <class S> BA_FN static S f(S x, S) { S e = fexpm1(S(2) * x); return e / (e + S(2)); }
-    template <class S> BA_FN static S d1(S, S y, S) { return S(1) - y * y; }
-    template <class S> BA_FN static S d2(S, S y, S) { return S(-2) * y * (S(1) - y * y); }
+    template <class S> static BA_FN S f(S x, S) { S e = fexpm1(S(2) * x); return e / (e + S(2)); }
+    template <class S> static BA_FN S d1(S, S y, S) { return S(1) - y * y; }
+    template <class S> static BA_FN S d2(S, S y, S) { return S(-2) * y * (S(1) - y * y); }
 };
 
 struct Sigmoid
 {
     static constexpr bool ref_x = false;
-    template <class S> BA_FN static S f(S x, S) { return S(1) / (S(1) + fexp(-x)); }
-    template <class S> BA_FN static S d1(S, S y, S) { return y * (S(1) - y); }
-    template <class S> BA_FN static S d2(S, S y, S) { return y * (S(1) - y) * (S(1) - S(2) * y); }
+    template <class S> static BA_FN S f(S x, S) { return S(1) / (S(1) + fexp(-x)); }
+    template <class S> static BA_FN S d1(S, S y, S) { return y * (S(1) - y); }
+    template <class S> static BA_FN S d2(S, S y, S) { return y * (S(1) - y) * (S(1) - S(2) * y); }
 };
 
 // ELU with a fixed scale of 1 (alpha is ignored), as in NVIDIA's definition.
@@ -223,9 +223,9 @@ struct Sigmoid
 struct Elu
 {
     static constexpr bool ref_x = false;
-    template <class S> BA_FN static S f(S x, S) { return (x > S(0)) ? x : fexpm1(x); }
-    template <class S> BA_FN static S d1(S, S y, S) { return (y > S(0)) ? S(1) : y + S(1); }
-    template <class S> BA_FN static S d2(S, S y, S) { return (y > S(0)) ? S(0) : y + S(1); }
+    template <class S> static BA_FN S f(S x, S) { return (x > S(0)) ? x : fexpm1(x); }
+    template <class S> static BA_FN S d1(S, S y, S) { return (y > S(0)) ? S(1) : y + S(1); }
+    template <class S> static BA_FN S d2(S, S y, S) { return (y > S(0)) ? S(0) : y + S(1); }
 };
 
 struct Selu
@@ -233,9 +233,9 @@ struct Selu
     static constexpr bool ref_x = false;
     static constexpr double scale = 1.0507009873554804934193349852946;
     static constexpr double scale_alpha = 1.0507009873554804934193349852946 * 1.6732632423543772848170429916717;
-    template <class S> BA_FN static S f(S x, S) { return (x > S(0)) ? S(scale) * x : S(scale_alpha) * fexpm1(x); }
-    template <class S> BA_FN static S d1(S, S y, S) { return (y > S(0)) ? S(scale) : y + S(scale_alpha); }
-    template <class S> BA_FN static S d2(S, S y, S) { return (y > S(0)) ? S(0) : y + S(scale_alpha); }
+    template <class S> static BA_FN S f(S x, S) { return (x > S(0)) ? S(scale) * x : S(scale_alpha) * fexpm1(x); }
+    template <class S> static BA_FN S d1(S, S y, S) { return (y > S(0)) ? S(scale) : y + S(scale_alpha); }
+    template <class S> static BA_FN S d2(S, S y, S) { return (y > S(0)) ? S(0) : y + S(scale_alpha); }
 };
 
 // f = log(1 + e^x), written so that neither branch overflows or cancels;
@@ -243,27 +243,27 @@ struct Selu
 struct Softplus
 {
     static constexpr bool ref_x = false;
-    template <class S> BA_FN static S f(S x, S)
+    template <class S> static BA_FN S f(S x, S)
     {
         S ax = (x < S(0)) ? -x : x;
         return ((x > S(0)) ? x : S(0)) + flog1p_unit(fexp(-ax));
     }
-    template <class S> BA_FN static S d1(S, S y, S) { return -fexpm1(-y); }
-    template <class S> BA_FN static S d2(S, S y, S) { S e = fexpm1(-y); return -e * (S(1) + e); }
+    template <class S> static BA_FN S d1(S, S y, S) { return -fexpm1(-y); }
+    template <class S> static BA_FN S d2(S, S y, S) { S e = fexpm1(-y); return -e * (S(1) + e); }
 };
 
 // f = x sigmoid(x) cannot be inverted from its output: the derivatives use x.
 struct Swish
 {
     static constexpr bool ref_x = true;
-    template <class S> BA_FN static S sigmoid(S x) { return S(1) / (S(1) + fexp(-x)); }
-    template <class S> BA_FN static S f(S x, S) { return x * sigmoid(x); }
-    template <class S> BA_FN static S d1(S x, S, S)
+    template <class S> static BA_FN S sigmoid(S x) { return S(1) / (S(1) + fexp(-x)); }
+    template <class S> static BA_FN S f(S x, S) { return x * sigmoid(x); }
+    template <class S> static BA_FN S d1(S x, S, S)
     {
         S s = sigmoid(x);
         return s * (S(1) + x * (S(1) - s));
     }
-    template <class S> BA_FN static S d2(S x, S, S)
+    template <class S> static BA_FN S d2(S x, S, S)
     {
         S s = sigmoid(x);
         return s * (S(1) - s) * (S(2) + x * (S(1) - S(2) * s));
