@@ -60,7 +60,8 @@ Args prepare(const at::Tensor& x, const std::optional<at::Tensor>& b, const std:
     a.dy = dy ? dy->data_ptr() : nullptr;
     a.size = x.numel();
     a.bias_len = b ? b->numel() : 0;
-    a.bias_step = b ? x.stride(dim) : 1;
+    // A bias of one element is a single run, whatever the stride of its dimension.
+    a.bias_step = (b && x.size(dim) > 1) ? x.stride(dim) : std::max<int64_t>(a.size, 1);
     a.grad = (int)grad;
     a.act = (int)act;
     a.alpha = alpha;

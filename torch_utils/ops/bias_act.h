@@ -51,9 +51,10 @@ template <class S> struct Params
 
 //------------------------------------------------------------------------
 // exp, expm1 and log1p for the host compiler to vectorize: the libm versions
-// are opaque calls that keep every loop using them scalar. Both range
-// reductions are exact, and the polynomials are Taylor series cut where the
-// remainder drops below half an ulp. Arguments are clamped to +-64 (float) or
+// are opaque calls that keep every loop using them scalar. The exp range
+// reduction is exact, the log1p one keeps the precision of small arguments,
+// and the polynomials are Taylor series cut where the remainder drops below
+// half an ulp. Arguments are clamped to +-64 (float) or
 // +-512 (double), which changes no result of the activations below by more
 // than e^-64 (e^-512), and keeps them away from denormal numbers: the
 // vectorized loops evaluate both sides of every select, so the saturated

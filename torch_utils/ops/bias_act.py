@@ -35,15 +35,15 @@ class Activation:
 # a fixed scale of 1. The gain sqrt(2) preserves the magnitude of unit-variance
 # inputs through relu-like activations.
 activation_funcs = {
-    'linear':   Activation(func=lambda x, alpha: x,                                     def_alpha=0,   def_gain=1,            cuda_idx=1, ref='',  has_2nd_grad=False),
-    'relu':     Activation(func=lambda x, alpha: torch.relu(x),                         def_alpha=0,   def_gain=math.sqrt(2), cuda_idx=2, ref='y', has_2nd_grad=False),
-    'lrelu':    Activation(func=lambda x, alpha: torch.nn.functional.leaky_relu(x, alpha), def_alpha=0.2, def_gain=math.sqrt(2), cuda_idx=3, ref='y', has_2nd_grad=False),
-    'tanh':     Activation(func=lambda x, alpha: torch.tanh(x),                         def_alpha=0,   def_gain=1,            cuda_idx=4, ref='y', has_2nd_grad=True),
-    'sigmoid':  Activation(func=lambda x, alpha: torch.sigmoid(x),                      def_alpha=0,   def_gain=1,            cuda_idx=5, ref='y', has_2nd_grad=True),
-    'elu':      Activation(func=lambda x, alpha: torch.nn.functional.elu(x),            def_alpha=0,   def_gain=1,            cuda_idx=6, ref='y', has_2nd_grad=True),
-    'selu':     Activation(func=lambda x, alpha: torch.selu(x),                         def_alpha=0,   def_gain=1,            cuda_idx=7, ref='y', has_2nd_grad=True),
-    'softplus': Activation(func=lambda x, alpha: torch.nn.functional.softplus(x),       def_alpha=0,   def_gain=1,            cuda_idx=8, ref='y', has_2nd_grad=True),
-    'swish':    Activation(func=lambda x, alpha: torch.sigmoid(x) * x,                  def_alpha=0,   def_gain=math.sqrt(2), cuda_idx=9, ref='x', has_2nd_grad=True),
+    'linear':   Activation(func=lambda x, alpha: x,                                         def_alpha=0,    def_gain=1,             cuda_idx=1, ref='',  has_2nd_grad=False),
+    'relu':     Activation(func=lambda x, alpha: torch.relu(x),                             def_alpha=0,    def_gain=math.sqrt(2),  cuda_idx=2, ref='y', has_2nd_grad=False),
+    'lrelu':    Activation(func=lambda x, alpha: torch.nn.functional.leaky_relu(x, alpha), def_alpha=0.2,  def_gain=math.sqrt(2),  cuda_idx=3, ref='y', has_2nd_grad=False),
+    'tanh':     Activation(func=lambda x, alpha: torch.tanh(x),                             def_alpha=0,    def_gain=1,             cuda_idx=4, ref='y', has_2nd_grad=True),
+    'sigmoid':  Activation(func=lambda x, alpha: torch.sigmoid(x),                          def_alpha=0,    def_gain=1,             cuda_idx=5, ref='y', has_2nd_grad=True),
+    'elu':      Activation(func=lambda x, alpha: torch.nn.functional.elu(x),                def_alpha=0,    def_gain=1,             cuda_idx=6, ref='y', has_2nd_grad=True),
+    'selu':     Activation(func=lambda x, alpha: torch.selu(x),                             def_alpha=0,    def_gain=1,             cuda_idx=7, ref='y', has_2nd_grad=True),
+    'softplus': Activation(func=lambda x, alpha: torch.nn.functional.softplus(x),           def_alpha=0,    def_gain=1,             cuda_idx=8, ref='y', has_2nd_grad=True),
+    'swish':    Activation(func=lambda x, alpha: torch.sigmoid(x) * x,                      def_alpha=0,    def_gain=math.sqrt(2),  cuda_idx=9, ref='x', has_2nd_grad=True),
 }
 
 #----------------------------------------------------------------------------
@@ -98,7 +98,7 @@ def resolve_impl(x, impl=None):
 #----------------------------------------------------------------------------
 
 def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, impl=None):
-    r"""Fused bias and activation: clamp(act(x + b) * gain).
+    """Fused bias and activation: clamp(act(x + b) * gain).
 
     Args:
         x:      Input tensor, of any shape.
@@ -136,7 +136,9 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
     # Made dense outside the autograd functions, so that the copies are part of the graph.
     x = x.contiguous(memory_format=_memory_format(x))
     b = b.contiguous() if b is not None else None
-    return _BiasAct.apply(x, b, kernel)
+    if torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad)):
+        return _BiasAct.apply(x, b, kernel)
+    return kernel(x, 0, b=b) # Nothing to differentiate: spares the autograd function's overhead.
 
 def _check_bias(x, b, dim):
     """Validates b against x and returns dim as a non-negative index."""
