@@ -37,22 +37,26 @@ def sync(device):
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
 
-def median_ms(fn, device, reps):
-    fn() # Warm-up, and first-use costs.
-    times = []
-    for _ in range(reps):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+def median_ms(fns, device, reps):
+    """Median milliseconds of each function, timed in turn within every
+    repetition so that all see the same state of the memory allocator."""
+    times = [[] for _ in fns]
+    for rep in range(reps + 1):
+        for fn, fn_times in zip(fns, times):
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            if rep > 0: # The first round warms up.
+                fn_times.append(time.perf_counter() - start)
+    return [statistics.median(t) * 1e3 for t in times]
 
-def time_impl(impl, x, b, dy, reps, **kwargs):
-    """Milliseconds of the forward pass, and of forward + backward (to x and b)."""
+def time_impls(impls, x, b, dy, reps, **kwargs):
+    """Milliseconds of the forward pass, and of forward + backward (to x and b), per implementation."""
     xg, bg = x.detach().requires_grad_(True), b.detach().requires_grad_(True)
-    forward = lambda: bias_act.bias_act(x, b, impl=impl, **kwargs)
-    both = lambda: torch.autograd.grad(bias_act.bias_act(xg, bg, impl=impl, **kwargs), [xg, bg], dy)
+    forward = [lambda impl=impl: bias_act.bias_act(x, b, impl=impl, **kwargs) for impl in impls]
+    both = [lambda impl=impl: torch.autograd.grad(bias_act.bias_act(xg, bg, impl=impl, **kwargs), [xg, bg], dy)
+        for impl in impls]
     return median_ms(forward, x.device, reps), median_ms(both, x.device, reps)
 
 def plugin_setup_seconds(device_type):
@@ -82,8 +86,7 @@ def main(reps, threads):
             dy = torch.randn(shape, device=device)
             for act, gain, clamp in ACTIVATIONS:
                 kwargs = dict(dim=dim, act=act, gain=gain, clamp=clamp)
-                ref_fwd, ref_both = time_impl('ref', x, b, dy, reps, **kwargs)
-                ker_fwd, ker_both = time_impl(kernel, x, b, dy, reps, **kwargs)
+                (ref_fwd, ker_fwd), (ref_both, ker_both) = time_impls(['ref', kernel], x, b, dy, reps, **kwargs)
                 report['results'].append(dict(kernel=kernel, shape=shape, dim=dim, act=act, clamp=clamp,
                     ref_fwd_ms=round(ref_fwd, 3), kernel_fwd_ms=round(ker_fwd, 3), fwd_speedup=round(ref_fwd / ker_fwd, 2),
                     ref_fwd_bwd_ms=round(ref_both, 3), kernel_fwd_bwd_ms=round(ker_both, 3), fwd_bwd_speedup=round(ref_both / ker_both, 2)))

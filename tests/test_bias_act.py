@@ -12,19 +12,19 @@ from torch_utils.ops.bias_act import activation_funcs
 
 ACTS = list(activation_funcs)
 
-# (shape, dim): a bias dimension whose runs are long (stride >= 64), short
-# (expanded into a row, unless the row would be too long), or the innermost
-# one (stride 1); negative dims; and tensors large enough to be split among
-# threads.
+# (shape, dim): bias patterns expanded into a row (short, repeated; with
+# runs; the innermost dimension), too long to expand (runs of one value; the
+# bias itself); a one-element bias; negative dims; and tensors large enough
+# to be split among threads.
 LAYOUTS = [
     ([7, 5], 1),
-    ([2, 3, 130], -1),
     ([3, 6, 4, 5], 1),
-    ([2, 3, 8, 9], 1),
-    ([4, 1, 30], 1),
+    ([2, 3, 130], -1),
     ([2, 17, 40, 50], -3),
+    ([4, 6, 40, 50], 1),
     ([2, 33000, 2], 1),
     ([2, 70000], 1),
+    ([4, 1, 30], 1),
 ]
 
 # (gain, clamp): defaults; a gain with a clamp that cuts some outputs (the

@@ -76,11 +76,11 @@ Args prepare(const at::Tensor& x, const std::optional<at::Tensor>& b, const std:
 // Elements per parallel task: small tensors are not worth waking threads for.
 constexpr int64_t kGrain = 32768;
 
-// Bias runs shorter than this are expanded into a periodic bias row, so that
-// the inner loop stays long enough to vectorize, unless the row would be
-// longer than kMaxRow.
-constexpr int64_t kMinRun = 64;
-constexpr int64_t kMaxRow = 65536;
+// The bias pattern is expanded into a row of whole periods of at least
+// kMinRow elements, so that the spans are long, as long as the row needs no
+// more than kMaxRow elements; otherwise each run of one bias value is a span.
+constexpr int64_t kMinRow = 4096;
+constexpr int64_t kMaxRow = 16384;
 
 // Each span loop is compiled once rather than at every call site, which
 // keeps the build short; a call per span costs nothing measurable.
@@ -117,16 +117,16 @@ BA_NOINLINE static void run_span(int64_t n, const T* __restrict__ x, const T* __
 using Broadcast = std::integral_constant<int, 0>;
 using Row = std::integral_constant<int, 1>;
 
-// Splits the elements among threads in stretches that each meet a single
-// bias value (long runs: the bias dimension is not among the last ones) or
-// a stretch of a bias row (short runs: the pattern repeats with period
-// len * step; the row is b itself when step is 1), and calls
+// Splits the elements among threads in spans that each meet a stretch of a
+// bias row (the pattern of period len * step, repeated), or a single bias
+// value (runs, where the pattern is too long to expand), and calls
 // span(bstep, i, n, bias) on each.
 template <class T, class Span> static void run_biased(const Args& a, const T* b, const Span& span)
 {
     const int64_t step = a.bias_step;
     const int64_t len = a.bias_len;
-    if (step >= kMinRun || (step > 1 && len * step > kMaxRow))
+    const int64_t period = len * step;
+    if (step > 1 && period > kMaxRow)
     {
         at::parallel_for(0, a.size, kGrain, [&](int64_t begin, int64_t end)
         {
@@ -141,21 +141,25 @@ template <class T, class Span> static void run_biased(const Args& a, const T* b,
         return;
     }
 
+    // b itself is the row when its pattern is long enough already.
+    const int64_t wanted = std::min(kMinRow, a.size);
+    const int64_t row_len = period * ((wanted + period - 1) / period);
     std::vector<T> row;
-    if (step > 1)
+    if (row_len > len)
     {
-        row.resize(len * step);
+        row.resize(row_len);
         for (int64_t c = 0; c < len; c++)
             std::fill_n(row.data() + c * step, step, b[c]);
+        for (int64_t i = period; i < row_len; i += period)
+            std::copy_n(row.data(), period, row.data() + i);
     }
-    const T* pattern = (step > 1) ? row.data() : b;
-    const int64_t period = len * step;
+    const T* pattern = row.empty() ? b : row.data();
     at::parallel_for(0, a.size, kGrain, [&](int64_t begin, int64_t end)
     {
         for (int64_t i = begin; i < end;)
         {
-            int64_t offset = i % period;
-            int64_t n = std::min(end - i, period - offset);
+            int64_t offset = i % row_len;
+            int64_t n = std::min(end - i, row_len - offset);
             span(Row{}, i, n, pattern + offset);
             i += n;
         }
