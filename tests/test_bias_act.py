@@ -1,8 +1,6 @@
 """bias_act: the C++ and CUDA kernels against the pure-PyTorch reference, in
 value, first and second derivatives; edge cases; the automatic choice."""
 
-import os
-
 import pytest
 import torch
 

@@ -169,8 +169,9 @@ def _bias_act_ref(x, b, dim, spec, alpha, gain, clamp):
 # backward runs _BiasActGrad, whose own backward gives the second derivative.
 
 def _memory_format(x):
-    return torch.channels_last if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last) \
-        else torch.contiguous_format
+    """The dense layout the kernels run x in: channels-last feature maps stay so, anything else is made contiguous."""
+    channels_last = x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 def _sum_to_bias(dx, dim):
     return dx.sum([i for i in range(dx.ndim) if i != dim])
@@ -179,10 +180,10 @@ def _sum_to_bias(dx, dim):
 class _Kernel:
     plugin:     object              # Op namespace holding bias_act.
     dim:        int                 # Bias dimension, non-negative.
-    spec:       Activation
-    alpha:      float
-    gain:       float
-    clamp:      Optional[float]
+    spec:       Activation          # The activation.
+    alpha:      float               # Its shape parameter, resolved.
+    gain:       float               # Output gain, resolved.
+    clamp:      Optional[float]     # Output bound, or None.
 
     @property
     def keeps_x(self):
