@@ -395,7 +395,7 @@ class SynthesisNetwork(torch.nn.Module):
         rank            = 8,        # Rank of the bi-lines.
         bandwidth       = 10,       # Standard deviation of the input Fourier frequencies.
         line_chunk      = 2**22,    # Line stage: at most this many (position x rank x channel) values per sample at once.
-        pixel_chunk     = 8192,     # Pixel stage: pixels (summed over the batch) processed at once, sized for the CPU caches.
+        pixel_chunk     = 16384,    # Pixel stage: pixels (summed over the batch) processed at once, sized for the CPU caches.
         **block_kwargs,             # Arguments for SynthesisBlock.
     ):
         assert img_resolution >= 4 and img_resolution & (img_resolution - 1) == 0
