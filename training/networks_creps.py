@@ -200,7 +200,7 @@ class SynthesisLayer(torch.nn.Module):
         w_dim,                      # Intermediate latent (W) dimensionality.
         activation      = 'lrelu',  # Activation function: 'relu', 'lrelu', etc.
         fc_clamp        = None,     # Clamp the output to +-X, None = disable clamping.
-        channels_last   = False,    # Kept for compatibility with the official pickles; tensors are always channels-last here.
+        channels_last   = False,    # Kept for compatibility with the official pickles; no effect on a weight matrix.
     ):
         super().__init__()
         self.in_channels = in_channels
@@ -232,7 +232,7 @@ class ToResLayer(torch.nn.Module):
         out_channels,               # Number of output channels.
         w_dim,                      # Intermediate latent (W) dimensionality.
         fc_clamp        = None,     # Clamp the output to +-X, None = disable clamping.
-        channels_last   = False,    # Kept for compatibility with the official pickles.
+        channels_last   = False,    # Kept for compatibility with the official pickles; no effect on a weight matrix.
     ):
         super().__init__()
         self.in_channels = in_channels
@@ -352,7 +352,7 @@ class SynthesisBlock(torch.nn.Module):
 
     @property
     def num_ws(self):
-        """Number of w vectors this block consumes."""
+        """Number of w vectors this block is given (the first block leaves its last one unused)."""
         return (self.in_channels == 1) + self.num_fc + self.num_tores
 
     def forward(self, x, res, ws, precision='fp32', lines=None):
