@@ -121,7 +121,10 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, s
         raise click.UsageError(f'{type(G).__module__}.{type(G).__name__} renders only at its training resolution: --scale, --size, --viewport and --tile need a CREPS network')
 
     labels = make_labels(G, class_idx, batch_size, device)
-    os.makedirs(outdir, exist_ok=True)
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as err:
+        raise click.BadParameter(f'cannot create folder {outdir!r}: {err.strerror}', param_hint='--outdir')
     with tqdm.tqdm(total=len(seeds) * num_tiles, unit='tile' if num_tiles > 1 else 'img', desc='Generating') as progress:
         for start in range(0, len(seeds), batch_size):
             batch_seeds = seeds[start : start + batch_size]

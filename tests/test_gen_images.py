@@ -186,6 +186,12 @@ def test_bad_options(pickles, tmp_path, option, phrase):
     assert_clean_error(run(args), phrase)
     assert not (tmp_path / 'out').exists()
 
+def test_outdir_that_is_a_file(pickles, tmp_path):
+    blocker = tmp_path / 'file.txt'
+    blocker.write_text('keep me')
+    assert_clean_error(run(['--network', pickles['uncond'], '--seeds=0', '--outdir', blocker]), '--outdir', 'file.txt')
+    assert blocker.read_text() == 'keep me'
+
 def test_cuda_requested_without_cuda(pickles, tmp_path):
     if torch.cuda.is_available():
         pytest.skip('this machine has CUDA, so --device=cuda is valid')
