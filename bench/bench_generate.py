@@ -37,7 +37,8 @@ CREPS_256 = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels
 OFFICIAL_CPU_REFERENCE = {1: dict(sec_per_img=(1.15, 1.43)), 2: dict(sec_per_img=(5.4, 8.7)), 4: dict(sec_per_img=(45, 45), peak_rss_mb=2.8e3)}
 
 def default_grid(huge):
-    grid = [dict(scale=1, batch=1), dict(scale=1, batch=4), dict(scale=1, batch=1, precision='bf16'),
+    grid = [dict(res=64, scale=4, batch=1), dict(res=128, scale=2, batch=1),
+        dict(scale=1, batch=1), dict(scale=1, batch=4), dict(scale=1, batch=1, precision='bf16'),
         dict(scale=2, batch=1), dict(scale=4, batch=1),
         dict(scale=16, batch=1, tile=512), dict(scale=16, batch=1)]
     if huge:
