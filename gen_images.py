@@ -18,11 +18,15 @@ from training.networks_creps import PRECISIONS, default_precision
 
 TILE_BUDGET_BYTES = 256 << 20 # Auto tiling: largest float32 output tile (batch x pixels x channels) rendered at once.
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK) # Reading the umask means setting it; put it back at once.
+
 def save_png(img, path):
     """Write a uint8 HWC array as PNG atomically: a crash never leaves a truncated file at `path`."""
     mode = {1: 'L', 3: 'RGB', 4: 'RGBA'}[img.shape[2]]
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-', suffix='.png')
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK) # mkstemp creates the file private; give the image the usual permissions.
         with os.fdopen(fd, 'wb') as f:
             PIL.Image.fromarray(img[:, :, 0] if mode == 'L' else img, mode).save(f, format='PNG')
         os.replace(tmp, path)

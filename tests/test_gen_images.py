@@ -147,6 +147,9 @@ def test_unreachable_url(tmp_path, monkeypatch):
 def test_no_temporary_files_left(pickles, tmp_path):
     run_ok(['--network', pickles['uncond'], '--seeds=0-2', '--outdir', tmp_path])
     assert sorted(os.listdir(tmp_path)) == ['seed0000.png', 'seed0001.png', 'seed0002.png']
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(tmp_path / 'seed0000.png').st_mode & 0o777 == 0o666 & ~umask # Not the temporary file's private mode.
 
 #----------------------------------------------------------------------------
 
