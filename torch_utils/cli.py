@@ -4,7 +4,9 @@ Each type turns a malformed value into click's one-line usage error naming the
 option, never a traceback.
 """
 
+import math
 import re
+
 import click
 import torch
 
@@ -56,12 +58,9 @@ class FloatTuple(click.ParamType):
             parts = tuple(float(v) for v in str(value).split(','))
         except ValueError:
             parts = ()
-        if len(parts) != self.count or not all(map(_is_finite, parts)):
+        if len(parts) != self.count or not all(map(math.isfinite, parts)):
             self.fail(f'{value!r} is not {self.count} comma-separated numbers such as {self.example}', param, ctx)
         return parts
-
-def _is_finite(v):
-    return abs(v) != float('inf') and v == v
 
 #----------------------------------------------------------------------------
 

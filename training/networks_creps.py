@@ -25,6 +25,7 @@ import torch
 
 from torch_utils import misc
 from torch_utils import persistence
+from torch_utils import render
 from torch_utils.ops import bias_act
 
 #----------------------------------------------------------------------------
@@ -437,11 +438,6 @@ class SynthesisNetwork(torch.nn.Module):
         self.block1 = SynthesisBlock(biline_channels * 4, biline_channels * 2, w_dim=w_dim, resolution=img_resolution,
             res_channels=img_channels, is_last=True, use_fp16=True, fc_clamp=256)
 
-    def default_lines(self, device=None):
-        """Row and column coordinates of the training grid: linspace(0, 1, res), both ends included."""
-        line = torch.linspace(0, 1, self.img_resolution, device=device)
-        return line, line
-
     def split_ws(self, ws):
         """The w vectors of each level; consecutive levels share one, as in the official release."""
         misc.assert_shape(ws, [None, self.num_ws, self.w_dim])
@@ -516,7 +512,7 @@ class SynthesisNetwork(torch.nn.Module):
         if force_fp32:
             precision = 'fp32'
         if rows is None or cols is None:
-            default_rows, default_cols = self.default_lines(device=ws.device)
+            default_rows, default_cols = (line.to(ws.device) for line in render.lines_for_scale(self.img_resolution, 1))
             rows = default_rows if rows is None else rows
             cols = default_cols if cols is None else cols
         row_lines, col_lines = self.line_stage(ws, rows, cols, precision=precision)
