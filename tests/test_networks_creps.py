@@ -239,3 +239,11 @@ def test_reduced_precision_close_to_fp32(precision):
     assert (low - ref).abs().mean() < 0.05 * ref.abs().mean()
 
 #----------------------------------------------------------------------------
+
+def test_w_avg_moves_only_with_update_emas():
+    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=3, channel_base=64, channel_max=8, biline_channels=8, rank=2)
+    z = torch.randn([4, 8])
+    G.mapping(z, None)
+    assert torch.equal(G.mapping.w_avg, torch.zeros(8))
+    G.mapping(z, None, update_emas=True)
+    assert not torch.equal(G.mapping.w_avg, torch.zeros(8))

@@ -172,8 +172,9 @@ class MappingNetwork(torch.nn.Module):
         for idx in range(self.num_layers):
             x = getattr(self, f'fc{idx}')(x)
 
-        # Track the moving average of W, the centre of truncation.
-        if self.w_avg_beta is not None and self.training and not update_emas:
+        # Track the moving average of W, the centre of truncation, only when asked
+        # (the training loss asks while generating for the discriminator, as StyleGAN3's).
+        if update_emas and self.w_avg_beta is not None:
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
 
         if self.num_ws is not None:
