@@ -1,7 +1,6 @@
 """Generate images from a network pickle, at any scale, size or viewport."""
 
 import os
-import tempfile
 
 import click
 import numpy as np
@@ -9,6 +8,7 @@ import PIL.Image
 import torch
 import tqdm
 
+import dnnlib
 import legacy
 from torch_utils import cli
 from torch_utils import render
@@ -18,21 +18,11 @@ from training.networks_creps import PRECISIONS, default_precision
 
 TILE_BUDGET_BYTES = 256 << 20 # Auto tiling: largest float32 output tile (batch x pixels x channels) rendered at once.
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK) # Reading the umask means setting it; put it back at once.
-
 def save_png(img, path):
     """Write a uint8 HWC array as PNG atomically: a crash never leaves a truncated file at `path`."""
     mode = {1: 'L', 3: 'RGB', 4: 'RGBA'}[img.shape[2]]
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-', suffix='.png')
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK) # mkstemp creates the file private; give the image the usual permissions.
-        with os.fdopen(fd, 'wb') as f:
-            PIL.Image.fromarray(img[:, :, 0] if mode == 'L' else img, mode).save(f, format='PNG')
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with dnnlib.util.atomic_write(path) as f:
+        PIL.Image.fromarray(img[:, :, 0] if mode == 'L' else img, mode).save(f, format='PNG')
 
 def to_uint8(img):
     """Float image tensor [N, C, H, W] in [-1, 1] -> uint8 numpy [N, H, W, C]."""

@@ -1,11 +1,13 @@
 """Small utilities shared by every part of the project: attribute dicts,
-building objects from their dotted names, human-readable durations, the
-on-disk cache folder, and opening files given as paths or URLs.
+building objects from their dotted names, human-readable durations, a log
+that copies the console to a file, atomic file writes, the on-disk cache
+folder, and opening files given as paths or URLs.
 
 Names and behaviour follow NVIDIA's `dnnlib.util`, so that configs, cache
 folders and scripts written for StyleGAN2-ADA/StyleGAN3 work unchanged.
 """
 
+import contextlib
 import errno
 import glob
 import hashlib
@@ -151,6 +153,77 @@ def get_top_level_function_name(obj: Any) -> str:
     if module_name == '__main__':
         module_name = os.path.splitext(os.path.basename(sys.modules['__main__'].__file__))[0]
     return f'{module_name}.{obj.__qualname__}'
+
+#----------------------------------------------------------------------------
+# Console log and atomic writes.
+
+class Logger:
+    """Copy everything written to stdout and stderr into a log file, while
+    still printing it. Use as a context manager, or call close()."""
+
+    def __init__(self,
+        file_name   = None, # Log file, None = no file (console only).
+        file_mode   = 'a',  # 'a' appends to an existing log, 'w' starts it afresh.
+    ):
+        self.file = open(file_name, file_mode, encoding='utf-8') if file_name is not None else None
+        self.stdout, self.stderr = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = self._Tee(self, self.stdout), self._Tee(self, self.stderr)
+
+    class _Tee:
+        def __init__(self, logger, stream):
+            self._logger, self._stream = logger, stream
+
+        def write(self, text):
+            self._stream.write(text)
+            if self._logger.file is not None:
+                self._logger.file.write(text)
+            return len(text)
+
+        def flush(self):
+            self._stream.flush()
+            if self._logger.file is not None:
+                self._logger.file.flush()
+
+        def __getattr__(self, name): # isatty(), encoding, fileno() ...: those of the console stream.
+            return getattr(self._stream, name)
+
+    def close(self):
+        """Flush, restore the console streams and close the file."""
+        if sys.stdout is not self.stdout:
+            sys.stdout.flush(); sys.stderr.flush()
+            sys.stdout, sys.stderr = self.stdout, self.stderr
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask) # Reading the umask means setting it; put it back at once.
+    return mask
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = 'wb'):
+    """Open a temporary file beside `path` for writing and move it onto
+    `path` when the block completes: readers, and a crash at any moment,
+    see either the old file or the whole new one, never a partial write.
+    The file gets the usual permissions (0666 minus the umask)."""
+    fd, temp_path = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-', suffix='-' + os.path.basename(path))
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp_path, path)
+    except BaseException:
+        os.unlink(temp_path)
+        raise
 
 #----------------------------------------------------------------------------
 # Cache folder.

@@ -7,6 +7,7 @@ import http.server
 import os
 import pickle
 import socket
+import sys
 import threading
 import time
 
@@ -155,3 +156,32 @@ def test_offline_error_is_quick_and_clear(tmp_path):
     assert isinstance(info.value, IOError)
 
 #----------------------------------------------------------------------------
+
+def test_atomic_write_replaces_whole_file_or_nothing(tmp_path):
+    path = tmp_path / 'out.bin'
+    path.write_bytes(b'old')
+    with pytest.raises(RuntimeError):
+        with dnnlib.util.atomic_write(str(path)) as f:
+            f.write(b'partial')
+            raise RuntimeError('interrupted')
+    assert path.read_bytes() == b'old'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out.bin'] # No temp file left behind.
+    with dnnlib.util.atomic_write(str(path)) as f:
+        f.write(b'new')
+    assert path.read_bytes() == b'new'
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_current_umask()
+
+def _current_umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+def test_logger_copies_console_to_file(tmp_path, capsys):
+    log = tmp_path / 'log.txt'
+    with dnnlib.util.Logger(str(log), 'w'):
+        print('to both')
+        print('to stderr too', file=sys.stderr)
+    print('after close')
+    assert log.read_text() == 'to both\nto stderr too\n'
+    captured = capsys.readouterr()
+    assert 'to both' in captured.out and 'after close' in captured.out and 'to stderr too' in captured.err
