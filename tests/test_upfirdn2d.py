@@ -1,0 +1,233 @@
+"""upfirdn2d and its wrappers against a naive numpy implementation, in value
+and in first and second derivatives."""
+
+import numpy as np
+import pytest
+import torch
+
+from torch_utils.ops import upfirdn2d
+
+#----------------------------------------------------------------------------
+# Naive numpy implementation, written from the definition: zero insertion,
+# padding or cropping, correlation with the flipped filter as a sum of
+# shifted copies, and subsampling.
+
+def _pair(v):
+    return (v, v) if np.isscalar(v) else tuple(v)
+
+def _quad(p):
+    if np.isscalar(p):
+        return p, p, p, p
+    return (p[0], p[0], p[1], p[1]) if len(p) == 2 else tuple(p)
+
+def naive_upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
+    x = np.asarray(x, dtype=np.float64)
+    f = np.ones([1, 1]) if f is None else np.asarray(f, dtype=np.float64)
+    f2 = np.outer(f, f) if f.ndim == 1 else f
+    upx, upy = _pair(up)
+    downx, downy = _pair(down)
+    px0, px1, py0, py1 = _quad(padding)
+    n, c, h, w = x.shape
+
+    u = np.zeros([n, c, h * upy, w * upx])
+    u[:, :, ::upy, ::upx] = x
+    u = np.pad(u, [(0, 0), (0, 0), (max(py0, 0), max(py1, 0)), (max(px0, 0), max(px1, 0))])
+    u = u[:, :, max(-py0, 0) : u.shape[2] - max(-py1, 0), max(-px0, 0) : u.shape[3] - max(-px1, 0)]
+
+    k = f2 if flip_filter else f2[::-1, ::-1]
+    fh, fw = k.shape
+    oh, ow = u.shape[2] - fh + 1, u.shape[3] - fw + 1
+    y = np.zeros([n, c, oh, ow])
+    for i in range(fh):
+        for j in range(fw):
+            y += k[i, j] * u[:, :, i : i + oh, j : j + ow]
+    return y[:, :, ::downy, ::downx] * gain
+
+#----------------------------------------------------------------------------
+
+def _random_case(seed):
+    """Random shapes, factors (per axis or not), paddings (some negative), filters and flags."""
+    rng = np.random.default_rng(seed)
+    separable = bool(rng.integers(2))
+    fh = fw = int(rng.integers(1, 7))
+    if not separable:
+        fw = int(rng.integers(1, 7))
+    f = rng.standard_normal([fw] if separable else [fh, fw]).astype(np.float32)
+    up = [int(v) for v in rng.integers(1, 5, size=2)]
+    down = [int(v) for v in rng.integers(1, 5, size=2)]
+    h, w = (int(v) for v in rng.integers(1, 8, size=2))
+    padding = [int(v) for v in rng.integers(-3, 6, size=4)]
+    if seed % 3 == 0: # Scalar factors and [x, y] padding as well.
+        up, down, padding = up[0], down[0], padding[1::2]
+    # Grow the padding until the padded, upsampled image is at least as large as the filter.
+    while True:
+        px0, px1, py0, py1 = _quad(padding)
+        upx, upy = _pair(up)
+        if w * upx + px0 + px1 >= fw and h * upy + py0 + py1 >= fh:
+            break
+        padding = [p + 1 for p in padding]
+    x = rng.standard_normal([int(rng.integers(1, 3)), int(rng.integers(1, 4)), h, w])
+    return dict(x=x, f=f, up=up, down=down, padding=padding, flip_filter=bool(rng.integers(2)), gain=float(rng.choice([1, 0.5, 3])))
+
+@pytest.mark.parametrize('seed', range(60))
+def test_against_naive(seed):
+    case = _random_case(seed)
+    x, f = case.pop('x'), case.pop('f')
+    expected = naive_upfirdn2d(x, f, **case)
+    for dtype, tol in [(torch.float64, 1e-12), (torch.float32, 1e-5)]:
+        y = upfirdn2d.upfirdn2d(torch.as_tensor(x, dtype=dtype), torch.as_tensor(f), **case)
+        assert y.dtype == dtype
+        assert tuple(y.shape) == expected.shape
+        np.testing.assert_allclose(y.double().numpy(), expected, rtol=tol, atol=tol * max(1, np.abs(expected).max()))
+
+def test_separable_equals_outer_product():
+    f = torch.randn([5], dtype=torch.float64)
+    x = torch.randn([2, 3, 9, 7], dtype=torch.float64)
+    for kwargs in [dict(up=2), dict(down=[2, 3], padding=[1, 2, -1, 3]), dict(up=[3, 1], down=2, gain=2.5, flip_filter=True)]:
+        a = upfirdn2d.upfirdn2d(x, f, **kwargs)
+        b = upfirdn2d.upfirdn2d(x, torch.outer(f, f), **kwargs)
+        torch.testing.assert_close(a, b)
+
+def test_identity_filter_and_cropping():
+    x = torch.arange(2 * 3 * 5 * 6, dtype=torch.float32).reshape(2, 3, 5, 6)
+    torch.testing.assert_close(upfirdn2d.upfirdn2d(x, None), x)
+    torch.testing.assert_close(upfirdn2d.upfirdn2d(x, None, padding=[-1, -2, -2, 0]), x[:, :, 2:, 1:-2])
+    torch.testing.assert_close(upfirdn2d.upfirdn2d(x, None, down=[2, 3], gain=2), x[:, :, ::3, ::2] * 2)
+    y = upfirdn2d.upfirdn2d(x, None, up=2)
+    assert y.shape == (2, 3, 10, 12)
+    torch.testing.assert_close(y[:, :, ::2, ::2], x)
+    assert y.sum() == x.sum()
+
+def test_hand_computed_1d():
+    # A 1-row image: upsample by 2, pad 1 on the left, convolve with [1, 2], keep every other output.
+    x = torch.tensor([[[[1., 10., 100.]]]])
+    f = torch.tensor([[1., 2.]])
+    # Upsampled: 1 0 10 0 100 0; padded: 0 1 0 10 0 100 0; convolution with [1, 2]
+    # (y[i] = 2*u[i] + 1*u[i+1]): 1 2 10 20 100 200; every other one: 1 10 100.
+    y = upfirdn2d.upfirdn2d(x, f, up=[2, 1], down=[2, 1], padding=[1, 0, 0, 0])
+    torch.testing.assert_close(y, torch.tensor([[[[1., 10., 100.]]]]))
+    y = upfirdn2d.upfirdn2d(x, f, up=[2, 1], padding=[1, 0, 0, 0])
+    torch.testing.assert_close(y, torch.tensor([[[[1., 2., 10., 20., 100., 200.]]]]))
+    y = upfirdn2d.upfirdn2d(x, f, up=[2, 1], padding=[1, 0, 0, 0], flip_filter=True) # Correlation: u[i] + 2*u[i+1].
+    torch.testing.assert_close(y, torch.tensor([[[[2., 1., 20., 10., 200., 100.]]]]))
+
+#----------------------------------------------------------------------------
+
+def test_setup_filter():
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    assert f.dtype == torch.float32 and f.shape == (4, 4)
+    torch.testing.assert_close(f, torch.outer(torch.tensor([1., 3, 3, 1]), torch.tensor([1., 3, 3, 1])) / 64)
+    assert upfirdn2d.setup_filter([1] * 8).shape == (8,) # 8 taps or more: separable by default.
+    assert upfirdn2d.setup_filter([1] * 8, separable=False).shape == (8, 8)
+    assert upfirdn2d.setup_filter([1, 2], separable=True).shape == (2,)
+    torch.testing.assert_close(upfirdn2d.setup_filter(None), torch.ones([1, 1]))
+    torch.testing.assert_close(upfirdn2d.setup_filter(3.0), torch.ones([1, 1]))
+    torch.testing.assert_close(upfirdn2d.setup_filter(3.0, normalize=False), torch.full([1, 1], 9.0))
+    torch.testing.assert_close(upfirdn2d.setup_filter([1., 2.], normalize=False, flip_filter=True, gain=4),
+        torch.tensor([[4., 2.], [2., 1.]]) * 4)
+    sep = upfirdn2d.setup_filter(np.arange(1, 9), normalize=False, gain=4)
+    torch.testing.assert_close(sep, torch.arange(1., 9.) * 2) # sqrt(gain) per pass.
+    two_d = upfirdn2d.setup_filter(np.arange(6.).reshape(2, 3) + 1)
+    assert two_d.shape == (2, 3) and abs(two_d.sum().item() - 1) < 1e-6
+    src = torch.tensor([1., 3., 3., 1.])
+    upfirdn2d.setup_filter(src)
+    torch.testing.assert_close(src, torch.tensor([1., 3., 3., 1.])) # Not modified in place.
+    with pytest.raises(ValueError):
+        upfirdn2d.setup_filter(torch.ones([2, 2]), separable=True)
+
+@pytest.mark.parametrize('taps', [[1, 3, 3, 1], [1, 2, 1], [1] * 8, [1, 5, 10, 10, 5, 1]])
+@pytest.mark.parametrize('factor', [2, [2, 3], 4])
+def test_wrappers(taps, factor):
+    f = upfirdn2d.setup_filter(taps)
+    fx, fy = (factor, factor) if isinstance(factor, int) else factor
+    x = torch.randn([2, 3, 12, 12], dtype=torch.float64)
+    fn = f.numpy()
+
+    y = upfirdn2d.filter2d(x, f)
+    assert y.shape == x.shape
+    fw = fn.shape[-1]
+    np.testing.assert_allclose(y.numpy(), naive_upfirdn2d(x.numpy(), fn, padding=[fw // 2, (fw - 1) // 2] * 2), atol=1e-12)
+    assert upfirdn2d.filter2d(x, f, padding=[1, -1, 2, 0]).shape == (2, 3, 14, 12)
+
+    y = upfirdn2d.upsample2d(x, f, up=factor)
+    assert y.shape == (2, 3, 12 * fy, 12 * fx)
+    p = [(fw + fx - 1) // 2, (fw - fx) // 2, (fw + fy - 1) // 2, (fw - fy) // 2]
+    np.testing.assert_allclose(y.numpy(), naive_upfirdn2d(x.numpy(), fn, up=factor, padding=p, gain=fx * fy), atol=1e-12)
+
+    y = upfirdn2d.downsample2d(x, f, down=factor, padding=[1, 2], gain=0.5)
+    assert y.shape == (2, 3, (12 + 4) // fy, (12 + 2) // fx)
+    p = [1 + (fw - fx + 1) // 2, 1 + (fw - fx) // 2, 2 + (fw - fy + 1) // 2, 2 + (fw - fy) // 2]
+    np.testing.assert_allclose(y.numpy(), naive_upfirdn2d(x.numpy(), fn, down=factor, padding=p, gain=0.5), atol=1e-12)
+
+def test_wrappers_keep_constant_images():
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    x = torch.full([1, 2, 16, 16], 0.75)
+    # Away from the borders (where zeros come in) a constant stays constant.
+    torch.testing.assert_close(upfirdn2d.upsample2d(x, f)[:, :, 2:-2, 2:-2], torch.full([1, 2, 28, 28], 0.75))
+    torch.testing.assert_close(upfirdn2d.downsample2d(x, f)[:, :, 1:-1, 1:-1], torch.full([1, 2, 6, 6], 0.75))
+    torch.testing.assert_close(upfirdn2d.filter2d(x, f)[:, :, 2:-2, 2:-2], torch.full([1, 2, 12, 12], 0.75))
+
+def test_layouts_and_dtypes():
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    x = torch.randn([2, 5, 8, 8])
+    y = upfirdn2d.upsample2d(x, f)
+    torch.testing.assert_close(upfirdn2d.upsample2d(x.to(memory_format=torch.channels_last), f), y)
+    torch.testing.assert_close(upfirdn2d.upsample2d(x[:, ::2], f), y[:, ::2]) # Non-contiguous input.
+    assert upfirdn2d.downsample2d(x.half(), f).dtype == torch.float16
+    assert upfirdn2d.downsample2d(x.bfloat16(), f).dtype == torch.bfloat16
+
+def test_impl_argument():
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    x = torch.randn([1, 2, 6, 6])
+    assert upfirdn2d.resolve_impl(x) == 'ref' and upfirdn2d.resolve_impl(x, None) == 'ref'
+    torch.testing.assert_close(upfirdn2d.upfirdn2d(x, f, up=2, impl='ref'), upfirdn2d.upfirdn2d(x, f, up=2))
+    for bad in ['cuda', 'fast']:
+        with pytest.raises(ValueError, match='impl'):
+            upfirdn2d.upfirdn2d(x, f, impl=bad)
+
+def test_bad_arguments():
+    x = torch.randn([1, 1, 4, 4])
+    f = torch.ones([3, 3])
+    with pytest.raises(ValueError):
+        upfirdn2d.upfirdn2d(x, f, up=0)
+    with pytest.raises(ValueError):
+        upfirdn2d.upfirdn2d(x, f, padding=[1, 2, 3])
+    with pytest.raises(TypeError):
+        upfirdn2d.upfirdn2d(x, f, down=1.5)
+    with pytest.raises(ValueError, match='smaller than the filter'):
+        upfirdn2d.upfirdn2d(x, f, padding=-1)
+    with pytest.raises(ValueError):
+        upfirdn2d.upfirdn2d(x[0], f)
+
+#----------------------------------------------------------------------------
+
+@pytest.mark.parametrize('kwargs', [
+    dict(f=[1, 3, 3, 1], up=2, padding=[2, 1]),
+    dict(f=[1, 3, 3, 1], down=2, padding=[1, 1, 1, 1]),
+    dict(f=np.arange(1., 9.), up=[2, 1], down=[1, 3], padding=[3, -1, 0, 4], flip_filter=True, gain=2),
+    dict(f=np.random.default_rng(0).random([3, 2]), up=3, down=2, padding=[-2, 1, 0, -1], gain=0.5),
+])
+def test_first_and_second_derivatives(kwargs):
+    kwargs = dict(kwargs)
+    taps = kwargs.pop('f')
+    f = upfirdn2d.setup_filter(taps, separable=np.ndim(taps) == 1 and len(taps) >= 8)
+    x = torch.randn([1, 2, 5, 4], dtype=torch.float64, requires_grad=True)
+    fn = lambda x: upfirdn2d.upfirdn2d(x, f, **kwargs)
+    assert torch.autograd.gradcheck(fn, [x])
+    assert torch.autograd.gradgradcheck(fn, [x])
+
+def test_double_backward_through_a_nonlinearity():
+    # As in R1: the gradient with respect to x, with its graph, then its
+    # norm differentiated with respect to a weight applied after the op.
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    x = torch.randn([2, 3, 8, 8], dtype=torch.float64, requires_grad=True)
+    w = torch.randn([1, 3, 1, 1], dtype=torch.float64, requires_grad=True)
+    def loss(w):
+        y = upfirdn2d.downsample2d(x, f) * w
+        return torch.tanh(upfirdn2d.upsample2d(y, f)).sum()
+    def r1(w):
+        grad, = torch.autograd.grad(loss(w), [x], create_graph=True)
+        return grad.square().sum()
+    assert torch.autograd.gradcheck(r1, [w])
+
+#----------------------------------------------------------------------------
