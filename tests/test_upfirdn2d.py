@@ -1,10 +1,11 @@
-"""upfirdn2d and its wrappers against a naive numpy implementation, in value
-and in first and second derivatives."""
+"""upfirdn2d and its wrappers, and conv2d_resample, against naive numpy
+implementations, in value and in first and second derivatives."""
 
 import numpy as np
 import pytest
 import torch
 
+from torch_utils.ops import conv2d_resample
 from torch_utils.ops import upfirdn2d
 
 #----------------------------------------------------------------------------
@@ -214,7 +215,7 @@ def test_first_and_second_derivatives(kwargs):
     x = torch.randn([1, 2, 5, 4], dtype=torch.float64, requires_grad=True)
     fn = lambda x: upfirdn2d.upfirdn2d(x, f, **kwargs)
     assert torch.autograd.gradcheck(fn, [x])
-    assert torch.autograd.gradgradcheck(fn, [x])
+    assert torch.autograd.gradgradcheck(fn, [x], fast_mode=True)
 
 def test_double_backward_through_a_nonlinearity():
     # As in R1: the gradient with respect to x, with its graph, then its
@@ -229,5 +230,96 @@ def test_double_backward_through_a_nonlinearity():
         grad, = torch.autograd.grad(loss(w), [x], create_graph=True)
         return grad.square().sum()
     assert torch.autograd.gradcheck(r1, [w])
+
+#----------------------------------------------------------------------------
+# conv2d_resample: each of its paths against the naive composition it stands for.
+
+def naive_conv2d(x, w, groups=1, flip_weight=True):
+    """Valid grouped correlation with w (convolution when not flip_weight), as a sum of shifted copies."""
+    w = np.asarray(w, dtype=np.float64)
+    w = w if flip_weight else w[:, :, ::-1, ::-1]
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    y = np.zeros([n, o, h - kh + 1, wd - kw + 1])
+    for g in range(groups):
+        xs = x[:, g * cg : (g + 1) * cg]
+        for a in range(kh):
+            for b in range(kw):
+                patch = xs[:, :, a : a + y.shape[2], b : b + y.shape[3]] # [n, cg, oh, ow]
+                y[:, g * og : (g + 1) * og] += np.einsum('oc,nchw->nohw', w[g * og : (g + 1) * og, :, a, b], patch)
+    return y
+
+def naive_conv2d_resample(x, w, f, up, down, padding, groups, flip_weight, flip_filter):
+    """Upsample with f (padding applied there), convolve, downsample with f."""
+    fw = 1 if f is None else f.shape[-1]
+    fh = 1 if f is None else f.shape[0]
+    px0, px1, py0, py1 = _quad(padding)
+    if up > 1:
+        px0, px1, py0, py1 = px0 + (fw + up - 1) // 2, px1 + (fw - up) // 2, py0 + (fh + up - 1) // 2, py1 + (fh - up) // 2
+    if down > 1:
+        px0, px1, py0, py1 = px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2, py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2
+    x = naive_upfirdn2d(x, f if up > 1 else None, up=up, padding=[px0, px1, py0, py1], gain=up ** 2, flip_filter=flip_filter)
+    x = naive_conv2d(x, w, groups=groups, flip_weight=flip_weight)
+    if down > 1:
+        x = naive_upfirdn2d(x, f, down=down, flip_filter=flip_filter)
+    return x
+
+CONV_CASES = [
+    # (kernel, up, down, padding, groups): every path of conv2d_resample.
+    (3, 1, 2, 1, 1),        # strided conv after the filter (the discriminator's conv1)
+    (1, 1, 2, 0, 1),        # 1x1 on the downsampled image (the discriminator's skip)
+    (3, 2, 1, 1, 1),        # transposed conv (the generator's upsampling conv)
+    (1, 2, 1, 0, 1),        # 1x1 before upsampling
+    (3, 2, 2, 1, 1),        # up and down
+    (3, 1, 1, 1, 1),        # plain conv2d with its own padding
+    (3, 1, 1, [0, 2, 1, -1], 1), # asymmetric and negative padding
+    (1, 1, 1, 0, 1),
+    (3, 2, 1, [2, 0, -1, 1], 2),
+    (2, 3, 1, [0, 1], 3),
+    (3, 1, 3, [1, 2], 3),
+    (4, 2, 1, -1, 1),       # crop common to both sides, taken by the transposed conv
+    (1, 3, 2, [1, 0, 0, 1], 1),
+]
+
+@pytest.mark.parametrize('case', CONV_CASES)
+@pytest.mark.parametrize('flip_weight', [True, False])
+@pytest.mark.parametrize('flip_filter', [False, True])
+@pytest.mark.parametrize('taps', [[1, 3, 3, 1], [1, 2, 4, 2, 5, 1, 1, 3]])
+def test_conv2d_resample_against_naive(case, flip_weight, flip_filter, taps):
+    k, up, down, padding, groups = case
+    rng = np.random.default_rng(k * 100 + up * 10 + down)
+    f = upfirdn2d.setup_filter(taps, separable=len(taps) >= 8)
+    x = rng.standard_normal([2, 3 * groups, 9, 8])
+    w = rng.standard_normal([2 * groups, 3, k, k])
+    expected = naive_conv2d_resample(x, w, f.numpy(), up, down, padding, groups, flip_weight, flip_filter)
+    y = conv2d_resample.conv2d_resample(torch.as_tensor(x), torch.as_tensor(w), f=f, up=up, down=down, padding=padding,
+        groups=groups, flip_weight=flip_weight, flip_filter=flip_filter)
+    assert tuple(y.shape) == expected.shape
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-10, atol=1e-10 * max(1, np.abs(expected).max()))
+
+def test_conv2d_resample_same_padding_sizes():
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    x = torch.randn([2, 4, 16, 16])
+    w = torch.randn([5, 4, 3, 3])
+    assert conv2d_resample.conv2d_resample(x, w, f, padding=1).shape == (2, 5, 16, 16)
+    assert conv2d_resample.conv2d_resample(x, w, f, up=2, padding=1).shape == (2, 5, 32, 32)
+    assert conv2d_resample.conv2d_resample(x, w, f, down=2, padding=1).shape == (2, 5, 8, 8)
+    assert conv2d_resample.conv2d_resample(x, w[:, :, :1, :1], f, down=2).shape == (2, 5, 8, 8)
+    torch.testing.assert_close(conv2d_resample.conv2d_resample(x, w, padding=1), torch.nn.functional.conv2d(x, w, padding=1))
+    with pytest.raises(ValueError):
+        conv2d_resample.conv2d_resample(x, w.double(), f)
+    with pytest.raises(ValueError):
+        conv2d_resample.conv2d_resample(x, w, f, up=0)
+
+@pytest.mark.parametrize('case', [(3, 1, 2, 1, 1), (1, 1, 2, 0, 1), (3, 2, 1, 1, 1), (3, 2, 2, [1, 0, 2, 1], 2)])
+def test_conv2d_resample_derivatives(case):
+    k, up, down, padding, groups = case
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    x = torch.randn([1, 2 * groups, 4, 5], dtype=torch.float64, requires_grad=True)
+    w = torch.randn([groups, 2, k, k], dtype=torch.float64, requires_grad=True)
+    fn = lambda x, w: conv2d_resample.conv2d_resample(x, w, f, up=up, down=down, padding=padding, groups=groups)
+    assert torch.autograd.gradcheck(fn, [x, w])
+    assert torch.autograd.gradgradcheck(fn, [x, w], fast_mode=True)
 
 #----------------------------------------------------------------------------
