@@ -1,0 +1,202 @@
+"""train.py end to end on the CPU: the artifacts of a run, exact resume after
+SIGKILL, two processes against one, and the errors given before anything starts.
+
+Training runs in subprocesses with one CPU thread each: thread pools fighting
+over two cores make tiny networks ten times slower, and a fixed thread count
+keeps the float arithmetic reproducible.
+"""
+
+import glob
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from torch_utils import training_stats
+from training import training_loop
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ['--cfg=creps', '--gamma=1', '--cbase=256', '--cmax=16', '--biline-channels=8', '--rank=2', '--map-depth=2',
+    '--mbstd-group=2', '--grid=4x2', '--metrics=none', '--device=cpu']
+
+#----------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    """A folder of 24 smooth 16x16 RGB images, each a different mix of waves."""
+    root = tmp_path_factory.mktemp('data') / 'waves'
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:16, 0:16] / 16
+    for i in range(24):
+        freq, phase = rng.uniform(0.5, 3, [3, 2]), rng.uniform(0, 2 * np.pi, 3)
+        img = np.stack([np.sin(2 * np.pi * (freq[k, 0] * x + freq[k, 1] * y) + phase[k]) for k in range(3)], axis=-1)
+        PIL.Image.fromarray(np.rint((img + 1) * 127.5).astype(np.uint8)).save(root / f'img{i:03d}.png')
+    return str(root)
+
+def train(outdir, *args, wait=True):
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    cmd = [sys.executable, os.path.join(REPO, 'train.py'), f'--outdir={outdir}', *TINY, *args]
+    if not wait:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+def only_run_dir(outdir):
+    runs = sorted(glob.glob(os.path.join(outdir, '0*')))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+def final_state(run_dir):
+    return training_loop.load_training_state(training_loop.find_training_state(run_dir))
+
+def assert_states_equal(a, b):
+    for net in ['G', 'D', 'G_ema']:
+        assert a['networks'][net].keys() == b['networks'][net].keys()
+        for name, tensor in a['networks'][net].items():
+            assert torch.equal(tensor, b['networks'][net][name]), f'{net}.{name} differs'
+    assert a['progress'] == b['progress']
+
+#----------------------------------------------------------------------------
+
+def test_short_run_writes_every_artifact(dataset, tmp_path):
+    result = train(tmp_path / 'runs', f'--data={dataset}', '--gpus=1', '--batch=4', '--kimg=0.04', '--tick=0.02', '--snap=1',
+        '--aug=ada', '--workers=1')
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / 'runs')
+    assert os.path.basename(run_dir) == '00000-creps-waves-gpus1-batch4-gamma1'
+    names = set(os.listdir(run_dir))
+    for name in ['training_options.json', 'log.txt', 'stats.jsonl', 'reals.png', 'fakes_init.png']:
+        assert name in names
+    assert any(name.startswith('events.out.tfevents.') for name in names)
+    snapshots = sorted(name for name in names if name.startswith('network-snapshot-'))
+    states = sorted(name for name in names if name.startswith('training-state-'))
+    grids = sorted(name for name in names if name.startswith('fakes') and name != 'fakes_init.png')
+    # Ticks end after the first step (tick 0), 20 images later and at the end: three snapshots of each kind.
+    assert snapshots == ['network-snapshot-000000.004.pkl', 'network-snapshot-000000.024.pkl', 'network-snapshot-000000.040.pkl']
+    assert len(states) == 3 and len(grids) == 3
+    assert not [name for name in names if name.startswith('.tmp-')]
+
+    # The grid is 4x2 images of 16x16.
+    assert PIL.Image.open(os.path.join(run_dir, 'fakes_init.png')).size == (64, 32)
+    options = json.load(open(os.path.join(run_dir, 'training_options.json')))
+    assert options['batch_size'] == 4 and options['G_kwargs']['class_name'] == 'training.networks_creps.Generator'
+    log = open(os.path.join(run_dir, 'log.txt')).read()
+    assert 'tick 2' in log and 'sec/kimg' in log and 'augment' in log and 'Exiting...' in log
+    stats = [json.loads(line) for line in open(os.path.join(run_dir, 'stats.jsonl'))]
+    assert len(stats) == 3
+    for key in ['Loss/G/loss', 'Loss/D/loss', 'Loss/signs/real', 'Progress/augment', 'Timing/sec_per_kimg', 'Progress/nonfinite_grads_G']:
+        assert key in stats[-1], key
+    assert stats[-1]['Progress/nonfinite_grads_G']['mean'] == 0
+
+    with open(os.path.join(run_dir, snapshots[-1]), 'rb') as f:
+        snapshot = pickle.load(f)
+    assert set(snapshot) == {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs'}
+    assert snapshot['training_set_kwargs']['path'] == dataset
+    assert not any(p.requires_grad for p in snapshot['G_ema'].parameters())
+
+    # The snapshot renders at any scale.
+    out = tmp_path / 'out'
+    result = subprocess.run([sys.executable, os.path.join(REPO, 'gen_images.py'), f'--network={os.path.join(run_dir, snapshots[-1])}',
+        '--seeds=0-1', '--scale=4', f'--outdir={out}', '--device=cpu'], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert PIL.Image.open(out / 'seed0000.png').size == (64, 64)
+
+def test_resume_after_sigkill_is_bitwise_exact(dataset, tmp_path):
+    args = [f'--data={dataset}', '--gpus=1', '--batch=4', '--kimg=0.06', '--tick=0.012', '--snap=1', '--aug=ada', '--workers=1', '--mirror=1']
+    result = train(tmp_path / 'straight', *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = final_state(only_run_dir(tmp_path / 'straight'))
+
+    # Kill the same run with SIGKILL some time after its second checkpoint, whatever it is doing.
+    proc = train(tmp_path / 'killed', *args, wait=False)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if len(glob.glob(str(tmp_path / 'killed' / '*' / 'training-state-*.pt'))) >= 2:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert proc.poll() is None, 'the run finished before it could be killed: ' + proc.stderr.read().decode()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_dir = only_run_dir(tmp_path / 'killed')
+    assert final_state(killed_dir)['progress']['cur_nimg'] < expected['progress']['cur_nimg']
+
+    result = train(tmp_path / 'killed', *args, f'--resume={killed_dir}')
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed_dir = sorted(glob.glob(str(tmp_path / 'killed' / '0*')))[-1]
+    assert resumed_dir != killed_dir
+    assert_states_equal(final_state(resumed_dir), expected)
+    assert float(final_state(resumed_dir)['networks']['augment_pipe']['p']) == float(expected['networks']['augment_pipe']['p'])
+
+def test_two_processes_match_one(dataset, tmp_path):
+    # Per-sample independence (no augmentation, minibatch-std groups of one, no path-length
+    # regularization, whose running mean is per process) makes the global batch's gradient
+    # independent of how it is split. The mapping's w_avg is a running statistic that each
+    # process (and each accumulation round) tracks on its own, as in StyleGAN: not compared.
+    args = [f'--data={dataset}', '--batch=8', '--batch-gpu=4', '--kimg=0.04', '--tick=0.04', '--snap=1', '--aug=noaug',
+        '--mbstd-group=1', '--pl-weight=0', '--workers=0']
+    one = train(tmp_path / 'one', *args, '--gpus=1')
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = train(tmp_path / 'two', *args, '--gpus=2')
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = final_state(only_run_dir(tmp_path / 'one')), final_state(only_run_dir(tmp_path / 'two'))
+    assert len(b['ranks']) == 2
+    for net in ['G', 'D', 'G_ema']:
+        for name, tensor in a['networks'][net].items():
+            if name.endswith('w_avg'):
+                continue
+            torch.testing.assert_close(b['networks'][net][name], tensor, rtol=1e-4, atol=1e-5, msg=f'{net}.{name}')
+    assert a['progress']['cur_nimg'] == b['progress']['cur_nimg'] == 40
+    # Training moved the weights after the first checkpoint: the comparison is not vacuous.
+    first = training_loop.load_training_state(sorted(glob.glob(os.path.join(only_run_dir(tmp_path / 'one'), 'training-state-*.pt')))[0])
+    assert first['progress']['cur_nimg'] == 8
+    assert not torch.equal(first['networks']['G']['synthesis.b8.fc0.weight'], a['networks']['G']['synthesis.b8.fc0.weight'])
+
+@pytest.mark.parametrize('args, message', [
+    (['--gpus=2', '--batch=5'], '--batch=5 is not a multiple of --gpus=2'),
+    (['--gpus=1', '--batch=4', '--batch-gpu=1'], '--batch-gpu=1 is smaller than --mbstd-group=2'),
+    (['--gpus=1', '--batch=32'], 'has 24 images, fewer than the 32'),
+    (['--gpus=1', '--batch=4', '--metrics=fid50k_full'], '--metrics'),
+    (['--gpus=1', '--batch=4', '--cfg=stylegan2'], '--cfg'),
+    (['--gpus=1', '--batch=4', '--resume=/nonexistent/snapshot.pkl'], '/nonexistent/snapshot.pkl: no such file'),
+])
+def test_bad_options_fail_before_anything_starts(dataset, tmp_path, args, message):
+    result = train(tmp_path / 'runs', f'--data={dataset}', *args)
+    assert result.returncode != 0
+    assert message in result.stderr and 'Traceback' not in result.stderr, result.stderr
+    assert not os.path.exists(tmp_path / 'runs')
+
+def test_bad_data_is_one_line(tmp_path):
+    result = train(tmp_path / 'runs', f'--data={tmp_path / "missing.zip"}', '--gpus=1', '--batch=4')
+    assert result.returncode != 0 and '--data' in result.stderr and 'Traceback' not in result.stderr, result.stderr
+
+#----------------------------------------------------------------------------
+
+def test_nonfinite_gradients_are_zeroed_and_counted():
+    layer = torch.nn.Linear(3, 2)
+    before = layer.weight.detach().clone()
+    layer.weight.grad = torch.tensor([[float('nan'), 1, 1], [1, float('inf'), 1]])
+    layer.bias.grad = torch.tensor([1.0, -float('inf')])
+    phase = training_loop._Phase('Gmain', layer, torch.optim.SGD(layer.parameters(), lr=1), interval=1)
+    collector = training_stats.Collector(regex='Progress/nonfinite_grads_G')
+    training_loop._step(phase, num_gpus=1)
+    collector.update()
+    assert collector.mean('Progress/nonfinite_grads_G') == 3
+    assert torch.isfinite(layer.weight).all() and torch.isfinite(layer.bias).all()
+    assert layer.weight[0, 0] == before[0, 0] and layer.weight[0, 1] == before[0, 1] - 1
+
+def test_resume_refuses_changed_settings():
+    saved = training_loop.full_options(batch_size=8, total_kimg=10)
+    training_loop.check_resumable(saved, training_loop.full_options(batch_size=8, total_kimg=20)) # Longer is fine.
+    with pytest.raises(ValueError, match='batch_size = 8, this run has 16'):
+        training_loop.check_resumable(saved, training_loop.full_options(batch_size=16, total_kimg=10))
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,308 @@
+"""Train a GAN: the CREPS generator (or a StyleGAN config) against a
+StyleGAN2 discriminator, on one or several processes, on CUDA or CPU.
+
+Each run writes a numbered folder under --outdir holding training_options.json,
+log.txt, stats.jsonl, TensorBoard events, image grids, network snapshots and
+training-state checkpoints. --resume takes a network pickle (fine-tuning from
+its weights) or a training-state file or run folder (continuing exactly).
+"""
+
+import json
+import os
+import re
+import tempfile
+
+import click
+import torch
+
+import dnnlib
+from torch_utils import cli
+from torch_utils import distributed
+from training import augment
+from training import training_loop
+
+#----------------------------------------------------------------------------
+
+GENERATOR_CLASSES = {
+    'creps': 'training.networks_creps.Generator',
+}
+CONFIGS = ('creps', 'stylegan2', 'stylegan3-t', 'stylegan3-r')
+
+def parse_comma_separated_list(value):
+    if isinstance(value, list):
+        return value
+    if value is None or value.lower() == 'none' or value == '':
+        return []
+    return value.split(',')
+
+def next_run_dir(outdir, desc):
+    """outdir/<5-digit id>-<desc>, the id one past the largest in use."""
+    ids = [int(m.group()) for m in (re.match(r'^\d+', name) for name in os.listdir(outdir)) if m is not None] if os.path.isdir(outdir) else []
+    return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
+
+def dataset_kwargs(data):
+    """Dataset options for --data and the name it gives the run; one-line errors."""
+    kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=True, max_size=None, xflip=False)
+    try:
+        dataset = dnnlib.util.construct_class_by_name(**kwargs)
+    except (OSError, ValueError) as err:
+        raise click.BadParameter(str(err), param_hint='--data')
+    kwargs.resolution = dataset.resolution # Be explicit about the resolution.
+    kwargs.use_labels = dataset.has_labels # Be explicit about the labels.
+    kwargs.max_size = len(dataset)         # Be explicit about the dataset size.
+    return kwargs, dataset.name
+
+def resolve_resume(resume):
+    """(resume_pkl, resume_state) for --resume."""
+    if resume is None:
+        return None, None
+    if dnnlib.util.is_url(resume) or not training_loop.is_training_state(resume):
+        if not dnnlib.util.is_url(resume) and not os.path.isfile(resume):
+            raise click.BadParameter(f'{resume}: no such file or folder', param_hint='--resume')
+        return resume, None
+    try:
+        return None, training_loop.find_training_state(resume)
+    except FileNotFoundError as err:
+        raise click.BadParameter(str(err), param_hint='--resume')
+
+#----------------------------------------------------------------------------
+
+def subprocess_fn(rank, c, temp_dir):
+    """Body of every training process: join the group, log, train."""
+    world = distributed.torchrun_world()
+    local_rank, local_world = (world[1], int(os.environ.get('LOCAL_WORLD_SIZE', c.num_gpus))) if world else (rank, c.num_gpus)
+    init_method = 'env://' if world else f'file://{os.path.abspath(os.path.join(temp_dir, ".torch_distributed_init"))}'
+    device = distributed.process_device(c.device, local_rank)
+    if device.type == 'cpu':
+        torch.set_num_threads(distributed.threads_per_process(local_world))
+    distributed.init_process_group(rank=rank, world_size=c.num_gpus, device=device, init_method=init_method)
+    c = dnnlib.EasyDict(c, rank=rank, device=str(device))
+    if rank == 0:
+        with dnnlib.util.Logger(os.path.join(c.run_dir, 'log.txt'), 'a'):
+            training_loop.training_loop(**c)
+    else:
+        training_loop.training_loop(**c)
+
+def launch_training(c, desc, outdir, dry_run):
+    """Print the options, make the run folder and start the processes."""
+    world = distributed.torchrun_world()
+    is_main = world is None or world[0] == 0
+    c.run_dir = next_run_dir(outdir, desc)
+    if is_main:
+        print()
+        print('Training options:')
+        print(json.dumps(c, indent=2))
+        print()
+        print(f'Output directory:    {c.run_dir}')
+        print(f'Number of processes: {c.num_gpus}')
+        print(f'Batch size:          {c.batch_size} images')
+        print(f'Training duration:   {c.total_kimg:g} kimg')
+        print(f'Dataset path:        {c.training_set_kwargs.path}')
+        print(f'Dataset size:        {c.training_set_kwargs.max_size} images')
+        print(f'Dataset resolution:  {c.training_set_kwargs.resolution}')
+        print(f'Dataset labels:      {c.training_set_kwargs.use_labels}')
+        print(f'Dataset x-flips:     {c.training_set_kwargs.xflip}')
+        print()
+    if dry_run:
+        if is_main:
+            print('Dry run; exiting.')
+        return
+    if is_main:
+        try:
+            os.makedirs(c.run_dir)
+        except OSError as err:
+            raise click.BadParameter(f'cannot create run folder {c.run_dir}: {err.strerror}', param_hint='--outdir')
+        with dnnlib.util.atomic_write(os.path.join(c.run_dir, 'training_options.json'), 'wt') as f:
+            json.dump(c, f, indent=2)
+
+    if world is not None:
+        # torchrun started this process; the others are its peers.
+        subprocess_fn(rank=world[0], c=c, temp_dir=None)
+        return
+    with tempfile.TemporaryDirectory() as temp_dir:
+        if c.num_gpus == 1:
+            subprocess_fn(rank=0, c=c, temp_dir=temp_dir)
+        else:
+            torch.multiprocessing.spawn(fn=subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus)
+
+#----------------------------------------------------------------------------
+
+@click.command()
+# Required.
+@click.option('--outdir', help='Where to make the run folder', metavar='DIR', required=True)
+@click.option('--cfg', help='Base configuration', type=click.Choice(CONFIGS), required=True)
+@click.option('--data', help='Training data (a dataset_tool.py ZIP or folder)', metavar='[ZIP|DIR]', type=str, required=True)
+@click.option('--gpus', help='Number of processes (one per GPU, or CPU processes)', metavar='INT', type=click.IntRange(min=1), required=True)
+@click.option('--batch', help='Total batch size', metavar='INT', type=click.IntRange(min=1), required=True)
+@click.option('--gamma', help='R1 regularization weight', metavar='FLOAT', type=click.FloatRange(min=0), required=True)
+# Optional features.
+@click.option('--cond', help='Train a conditional model', metavar='BOOL', type=bool, default=False, show_default=True)
+@click.option('--mirror', help='Enable dataset x-flips', metavar='BOOL', type=bool, default=False, show_default=True)
+@click.option('--aug', help='Augmentation mode', type=click.Choice(['noaug', 'ada', 'fixed']), default='ada', show_default=True)
+@click.option('--resume', help='Network pickle (fine-tune) or training state / run folder (continue exactly)', metavar='[PATH|URL|DIR]', type=str)
+@click.option('--freezed', help='Freeze the first layers of D', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
+# Hyperparameters.
+@click.option('--p', help='Probability for --aug=fixed', metavar='FLOAT', type=click.FloatRange(min=0, max=1), default=0.2, show_default=True)
+@click.option('--target', help='Target value for --aug=ada', metavar='FLOAT', type=click.FloatRange(min=0, max=1), default=0.6, show_default=True)
+@click.option('--batch-gpu', help='Limit the batch size per process', metavar='INT', type=click.IntRange(min=1))
+@click.option('--cbase', help='Capacity multiplier', metavar='INT', type=click.IntRange(min=1), default=32768, show_default=True)
+@click.option('--cmax', help='Max. feature maps', metavar='INT', type=click.IntRange(min=1), default=512, show_default=True)
+@click.option('--glr', help='G learning rate  [default: varies]', metavar='FLOAT', type=click.FloatRange(min=0))
+@click.option('--dlr', help='D learning rate', metavar='FLOAT', type=click.FloatRange(min=0), default=0.002, show_default=True)
+@click.option('--map-depth', help='Mapping network depth  [default: varies]', metavar='INT', type=click.IntRange(min=1))
+@click.option('--mbstd-group', help='Minibatch std group size', metavar='INT', type=click.IntRange(min=1), default=4, show_default=True)
+@click.option('--pl-weight', help='Path-length regularization weight, 0 = off  [default: varies]', metavar='FLOAT', type=click.FloatRange(min=0))
+@click.option('--biline-channels', help='CREPS: bi-line channels (width of the per-pixel network)', metavar='INT', type=click.IntRange(min=4), default=32, show_default=True)
+@click.option('--rank', 'biline_rank', help='CREPS: rank of the bi-lines', metavar='INT', type=click.IntRange(min=1), default=8, show_default=True)
+# Settings.
+@click.option('--desc', help='String to include in the run folder name', metavar='STR', type=str)
+@click.option('--metrics', help="Quality metrics at each snapshot, or 'none'", metavar='[NAME|A,B,C|none]', type=parse_comma_separated_list, default='none', show_default=True)
+@click.option('--kimg', help='Total training duration', metavar='KIMG', type=click.FloatRange(min=0, min_open=True), default=25000, show_default=True)
+@click.option('--tick', help='How often to print progress', metavar='KIMG', type=click.FloatRange(min=0, min_open=True), default=4, show_default=True)
+@click.option('--snap', help='How often to save snapshots', metavar='TICKS', type=click.IntRange(min=1), default=50, show_default=True)
+@click.option('--grid', 'grid_size', help='Columns x rows of the snapshot image grids  [default: fills a 4K screen]', type=cli.Size())
+@click.option('--seed', help='Random seed', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
+@click.option('--fp32', help='Disable mixed precision', metavar='BOOL', type=bool, default=False, show_default=True)
+@click.option('--nobench', help='Disable cuDNN benchmarking', metavar='BOOL', type=bool, default=False, show_default=True)
+@click.option('--workers', help='DataLoader worker processes', metavar='INT', type=click.IntRange(min=0), default=3, show_default=True)
+@click.option('--device', help='Torch device (each process takes its own GPU under --gpus)', default=cli.default_device(), show_default=True)
+@click.option('-n', '--dry-run', help='Print training options and exit', is_flag=True)
+def main(**kwargs):
+    """Train a GAN: CREPS (any-scale, bi-line synthesis) or StyleGAN.
+
+    Examples:
+
+    \b
+    # Train CREPS on a 256x256 dataset with 8 GPUs.
+    python train.py --outdir=~/training-runs --cfg=creps --data=~/datasets/ffhq-256x256.zip \\
+        --gpus=8 --batch=32 --gamma=2 --mirror=1
+
+    \b
+    # A tiny CREPS run on the CPU.
+    python train.py --outdir=runs --cfg=creps --data=d.zip --gpus=1 --batch=8 --gamma=1 \\
+        --kimg=1 --tick=1 --snap=1 --cbase=512 --cmax=32 --device=cpu
+
+    \b
+    # Continue a run exactly where its last checkpoint left it.
+    python train.py ... --resume=~/training-runs/00000-creps-ffhq-256x256-gpus8-batch32-gamma2
+    """
+    opts = dnnlib.EasyDict(kwargs)
+    c = dnnlib.EasyDict()
+    c.G_kwargs = dnnlib.EasyDict(class_name=None, z_dim=512, w_dim=512, mapping_kwargs=dnnlib.EasyDict())
+    c.D_kwargs = dnnlib.EasyDict(class_name='training.networks_stylegan2.Discriminator', block_kwargs=dnnlib.EasyDict(),
+        mapping_kwargs=dnnlib.EasyDict(), epilogue_kwargs=dnnlib.EasyDict())
+    c.G_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.Adam', betas=[0, 0.99], eps=1e-8)
+    c.D_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.Adam', betas=[0, 0.99], eps=1e-8)
+    c.loss_kwargs = dnnlib.EasyDict(class_name='training.loss.StyleGAN2Loss')
+
+    if opts.cfg not in GENERATOR_CLASSES:
+        raise click.BadParameter(f'the {opts.cfg} generator is not part of this version yet; use --cfg=creps', param_hint='--cfg')
+    if opts.metrics:
+        raise click.BadParameter(f'metrics are not part of this version yet ({",".join(opts.metrics)}); use --metrics=none', param_hint='--metrics')
+    device = cli.resolve_device(opts.device)
+
+    # Training set.
+    c.training_set_kwargs, dataset_name = dataset_kwargs(opts.data)
+    if opts.cond and not c.training_set_kwargs.use_labels:
+        raise click.BadParameter(f'--cond=True requires labels in {os.path.join(opts.data, "dataset.json")}', param_hint='--cond')
+    c.training_set_kwargs.use_labels = opts.cond
+    c.training_set_kwargs.xflip = opts.mirror
+    c.data_loader_kwargs = dnnlib.EasyDict(pin_memory=(device.type == 'cuda'), num_workers=opts.workers)
+    if opts.workers > 0:
+        c.data_loader_kwargs.prefetch_factor = 2
+
+    # Hyperparameters and settings.
+    c.num_gpus = opts.gpus
+    c.device = str(device)
+    c.batch_size = opts.batch
+    c.batch_gpu = opts.batch_gpu or opts.batch // opts.gpus
+    c.G_kwargs.channel_base = c.D_kwargs.channel_base = opts.cbase
+    c.G_kwargs.channel_max = c.D_kwargs.channel_max = opts.cmax
+    c.G_kwargs.mapping_kwargs.num_layers = (8 if opts.cfg in ('stylegan2', 'creps') else 2) if opts.map_depth is None else opts.map_depth
+    c.D_kwargs.block_kwargs.freeze_layers = opts.freezed
+    c.D_kwargs.epilogue_kwargs.mbstd_group_size = opts.mbstd_group
+    c.loss_kwargs.r1_gamma = opts.gamma
+    c.G_opt_kwargs.lr = (0.002 if opts.cfg in ('stylegan2', 'creps') else 0.0025) if opts.glr is None else opts.glr
+    c.D_opt_kwargs.lr = opts.dlr
+    c.total_kimg = opts.kimg
+    c.kimg_per_tick = opts.tick
+    c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap
+    c.grid_size = opts.grid_size
+    c.random_seed = c.training_set_kwargs.random_seed = opts.seed
+
+    # Checks that would otherwise fail later, in the middle of a run.
+    if c.batch_size % c.num_gpus != 0:
+        raise click.BadParameter(f'--batch={c.batch_size} is not a multiple of --gpus={c.num_gpus}', param_hint='--batch')
+    if c.batch_size % (c.num_gpus * c.batch_gpu) != 0:
+        raise click.BadParameter(f'--batch={c.batch_size} is not a multiple of --gpus times --batch-gpu ({c.num_gpus} x {c.batch_gpu})', param_hint='--batch')
+    if c.batch_gpu < opts.mbstd_group:
+        raise click.BadParameter(f'--batch-gpu={c.batch_gpu} is smaller than --mbstd-group={opts.mbstd_group}', param_hint='--batch-gpu')
+    if c.batch_gpu % opts.mbstd_group != 0:
+        raise click.BadParameter(f'--batch-gpu={c.batch_gpu} is not a multiple of --mbstd-group={opts.mbstd_group}', param_hint='--batch-gpu')
+    if c.training_set_kwargs.max_size < c.batch_size // c.num_gpus:
+        raise click.BadParameter(f'{opts.data} has {c.training_set_kwargs.max_size} images, fewer than the {c.batch_size // c.num_gpus} each process needs per step (--batch={c.batch_size}, --gpus={c.num_gpus})', param_hint='--data')
+    world = distributed.torchrun_world()
+    if world is not None and world[2] != c.num_gpus:
+        raise click.BadParameter(f'torchrun started {world[2]} processes but --gpus={c.num_gpus}; they must agree', param_hint='--gpus')
+    if device.type == 'cuda' and world is None and device.index is None and c.num_gpus > torch.cuda.device_count():
+        raise click.BadParameter(f'--gpus={c.num_gpus} but this machine has {torch.cuda.device_count()} GPUs', param_hint='--gpus')
+
+    # Base configuration.
+    c.ema_kimg = c.batch_size * 10 / 32
+    c.G_kwargs.class_name = GENERATOR_CLASSES[opts.cfg]
+    c.G_reg_interval = 4 # Lazy path-length regularization.
+    c.loss_kwargs.pl_weight = 2 if opts.pl_weight is None else opts.pl_weight
+    if opts.cfg == 'creps':
+        c.G_kwargs.channel_base *= 2 # CREPS's line layers are twice as wide as StyleGAN2's convolutions.
+        c.G_kwargs.channel_max *= 2
+        c.G_kwargs.biline_channels = opts.biline_channels
+        c.G_kwargs.rank = opts.biline_rank
+    if c.loss_kwargs.pl_weight == 0:
+        c.G_reg_interval = None # Nothing to regularize: no lazy G phase.
+
+    # Augmentation.
+    if opts.aug != 'noaug':
+        c.augment_kwargs = dnnlib.EasyDict(class_name='training.augment.AugmentPipe', **augment.AUGMENT_PRESETS['bgc'])
+        if opts.aug == 'ada':
+            c.ada_target = opts.target
+        if opts.aug == 'fixed':
+            c.augment_p = opts.p
+
+    # Resume. Continuing a run that was itself a fine-tune keeps the fine-tune settings.
+    c.resume_pkl, c.resume_state = resolve_resume(opts.resume)
+    saved_options = None
+    if c.resume_state is not None:
+        try:
+            saved_options = json.loads(training_loop.load_training_state(c.resume_state)['options'])
+        except Exception as err: # Whatever torch.load raises for a damaged file.
+            raise click.BadParameter(f'{c.resume_state}: not a readable training state ({type(err).__name__}: {err})', param_hint='--resume')
+        c.resume_pkl = saved_options.get('resume_pkl')
+    if c.resume_pkl is not None:
+        c.ada_kimg = 100 # Make ADA react faster at the beginning.
+        c.ema_rampup = None # Disable EMA rampup.
+        c.loss_kwargs.blur_init_sigma = 0 # Disable blur rampup.
+
+    # Performance.
+    if opts.fp32:
+        c.G_kwargs.num_fp16_res = c.D_kwargs.num_fp16_res = 0
+        c.D_kwargs.conv_clamp = None
+    if opts.nobench:
+        c.cudnn_benchmark = False
+
+    if saved_options is not None:
+        try:
+            training_loop.check_resumable(saved_options, training_loop.full_options(**c))
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint='--resume')
+
+    desc = f'{opts.cfg}-{dataset_name}-gpus{c.num_gpus}-batch{c.batch_size}-gamma{c.loss_kwargs.r1_gamma:g}'
+    if opts.desc is not None:
+        desc += f'-{opts.desc}'
+    launch_training(c=c, desc=desc, outdir=opts.outdir, dry_run=opts.dry_run)
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    main() # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------
