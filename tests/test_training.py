@@ -31,16 +31,20 @@ TINY = ['--cfg=creps', '--gamma=1', '--cbase=256', '--cmax=16', '--biline-channe
 
 @pytest.fixture(scope='module')
 def dataset(tmp_path_factory):
-    """A folder of 24 smooth 16x16 RGB images, each a different mix of waves."""
-    root = tmp_path_factory.mktemp('data') / 'waves'
-    root.mkdir()
+    """24 smooth RGB images, each a different mix of waves, drawn at 20x20 and
+    turned into a 16x16 dataset ZIP by dataset_tool.py, as a user would."""
+    root = tmp_path_factory.mktemp('data')
+    (root / 'images').mkdir()
     rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:16, 0:16] / 16
+    y, x = np.mgrid[0:20, 0:20] / 20
     for i in range(24):
         freq, phase = rng.uniform(0.5, 3, [3, 2]), rng.uniform(0, 2 * np.pi, 3)
         img = np.stack([np.sin(2 * np.pi * (freq[k, 0] * x + freq[k, 1] * y) + phase[k]) for k in range(3)], axis=-1)
-        PIL.Image.fromarray(np.rint((img + 1) * 127.5).astype(np.uint8)).save(root / f'img{i:03d}.png')
-    return str(root)
+        PIL.Image.fromarray(np.rint((img + 1) * 127.5).astype(np.uint8)).save(root / 'images' / f'img{i:03d}.png')
+    result = subprocess.run([sys.executable, os.path.join(REPO, 'dataset_tool.py'), f'--source={root / "images"}',
+        f'--dest={root / "waves.zip"}', '--resolution=16x16'], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return str(root / 'waves.zip')
 
 def train(outdir, *args, wait=True):
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
@@ -103,6 +107,7 @@ def test_short_run_writes_every_artifact(dataset, tmp_path):
     assert not any(p.requires_grad for p in snapshot['G_ema'].parameters())
 
     # The snapshot renders at any scale.
+    assert PIL.Image.open(os.path.join(run_dir, 'reals.png')).size == (64, 32)
     out = tmp_path / 'out'
     result = subprocess.run([sys.executable, os.path.join(REPO, 'gen_images.py'), f'--network={os.path.join(run_dir, snapshots[-1])}',
         '--seeds=0-1', '--scale=4', f'--outdir={out}', '--device=cpu'], capture_output=True, text=True, timeout=300)
@@ -159,6 +164,25 @@ def test_two_processes_match_one(dataset, tmp_path):
     first = training_loop.load_training_state(sorted(glob.glob(os.path.join(only_run_dir(tmp_path / 'one'), 'training-state-*.pt')))[0])
     assert first['progress']['cur_nimg'] == 8
     assert not torch.equal(first['networks']['G']['synthesis.b8.fc0.weight'], a['networks']['G']['synthesis.b8.fc0.weight'])
+
+def test_resume_from_a_network_pickle_fine_tunes_its_weights(dataset, tmp_path):
+    result = train(tmp_path / 'base', f'--data={dataset}', '--gpus=1', '--batch=4', '--kimg=0.004', '--aug=noaug', '--workers=0')
+    assert result.returncode == 0, result.stderr[-3000:]
+    pkl = glob.glob(os.path.join(only_run_dir(tmp_path / 'base'), 'network-snapshot-*.pkl'))[0]
+    with open(pkl, 'rb') as f:
+        source = pickle.load(f)['G_ema'].state_dict()
+    result = train(tmp_path / 'tuned', f'--data={dataset}', '--gpus=1', '--batch=4', '--kimg=0.004', '--aug=noaug', '--workers=0',
+        f'--resume={pkl}', '--seed=7')
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / 'tuned')
+    assert f'Resuming from "{pkl}"' in open(os.path.join(run_dir, 'log.txt')).read()
+    options = json.load(open(os.path.join(run_dir, 'training_options.json')))
+    assert options['resume_pkl'] == pkl and options['ema_rampup'] is None and options['ada_kimg'] == 100
+    # One step later G_ema has moved, but is still almost the pickle's (its half-life is 1250 images),
+    # where a fresh init, with weights drawn from N(0, 1), would be off by about 1.
+    tuned = final_state(run_dir)['networks']['G_ema']
+    name = 'synthesis.b8.fc0.weight'
+    assert 0 < (tuned[name] - source[name]).abs().max() < 1e-2
 
 @pytest.mark.parametrize('args, message', [
     (['--gpus=2', '--batch=5'], '--batch=5 is not a multiple of --gpus=2'),
