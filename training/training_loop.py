@@ -33,6 +33,7 @@ import psutil
 import torch
 
 import dnnlib
+import legacy
 from torch_utils import distributed
 from torch_utils import misc
 from torch_utils import training_stats
@@ -272,14 +273,13 @@ def training_loop(
         augment_pipe = dnnlib.util.construct_class_by_name(**augment_kwargs).train().requires_grad_(False).to(device)
         augment_pipe.p.copy_(torch.as_tensor(augment_p))
 
-    if resume_pkl is not None and resume_state is None:
-        if is_main:
-            print(f'Resuming from "{resume_pkl}"')
-        import legacy # Imported here: only fine-tuning needs the pickle loader.
+    if resume_pkl is not None and resume_state is None and is_main: # The other processes get the weights by broadcast below.
+        print(f'Resuming from "{resume_pkl}"')
         with dnnlib.util.open_url(resume_pkl) as f:
             resume_data = legacy.load_network_pkl(f, source=resume_pkl)
         for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
-            misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
+            if resume_data.get(name) is not None: # A pickle without D fine-tunes G against a fresh D.
+                misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
 
     if is_main:
         z = torch.empty([batch_gpu, G.z_dim], device=device)
