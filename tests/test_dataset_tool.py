@@ -18,6 +18,8 @@ from click.testing import CliRunner
 import dataset_tool
 from training.dataset import ImageFolderDataset
 
+from clitest import assert_clean_error
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #----------------------------------------------------------------------------
@@ -44,16 +46,6 @@ def run_ok(args):
     result = run(args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     return result
-
-def assert_clean_error(result, *phrases):
-    """A bad input ends with a non-zero exit and a one-line message, never a traceback."""
-    assert result.exit_code != 0
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert 'Traceback' not in result.output
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith('Error')]
-    assert len(error_lines) == 1, result.stderr
-    for phrase in phrases:
-        assert phrase in error_lines[0], result.stderr
 
 def read_zip(path):
     """The images (name -> uint8 array as stored) and the dataset.json of a ZIP dataset."""

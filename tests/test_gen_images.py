@@ -14,6 +14,8 @@ from click.testing import CliRunner
 import gen_images
 from training.networks_creps import Generator
 
+from clitest import assert_clean_error
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #----------------------------------------------------------------------------
@@ -54,16 +56,6 @@ def run_ok(args):
 
 def load(path):
     return np.asarray(PIL.Image.open(path))
-
-def assert_clean_error(result, *phrases):
-    """A bad input ends with a non-zero exit and a one-line message, never a traceback."""
-    assert result.exit_code != 0
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert 'Traceback' not in result.output
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith('Error')]
-    assert len(error_lines) == 1, result.stderr
-    for phrase in phrases:
-        assert phrase in error_lines[0], result.stderr
 
 #----------------------------------------------------------------------------
 
