@@ -16,6 +16,7 @@ import click
 import torch
 
 import dnnlib
+from metrics import metric_main
 from torch_utils import cli
 from torch_utils import distributed
 from training import augment
@@ -156,7 +157,7 @@ def launch_training(c, desc, outdir, dry_run):
 @click.option('--rank', 'biline_rank', help='CREPS: rank of the bi-lines', metavar='INT', type=click.IntRange(min=1), default=8, show_default=True)
 # Settings.
 @click.option('--desc', help='String to include in the run folder name', metavar='STR', type=str)
-@click.option('--metrics', help="Quality metrics at each snapshot, or 'none'", metavar='[NAME|A,B,C|none]', type=parse_comma_separated_list, default='none', show_default=True)
+@click.option('--metrics', help="Quality metrics at each snapshot, or 'none'", metavar='[NAME|A,B,C|none]', type=parse_comma_separated_list, default='fid50k_full', show_default=True)
 @click.option('--kimg', help='Total training duration', metavar='KIMG', type=click.FloatRange(min=0, min_open=True), default=25000, show_default=True)
 @click.option('--tick', help='How often to print progress', metavar='KIMG', type=click.FloatRange(min=0, min_open=True), default=4, show_default=True)
 @click.option('--snap', help='How often to save snapshots', metavar='TICKS', type=click.IntRange(min=1), default=50, show_default=True)
@@ -197,8 +198,9 @@ def main(**kwargs):
 
     if opts.cfg not in GENERATOR_CLASSES:
         raise click.BadParameter(f'the {opts.cfg} generator is not part of this version yet; use --cfg=creps', param_hint='--cfg')
-    if opts.metrics:
-        raise click.BadParameter(f'metrics are not part of this version yet ({",".join(opts.metrics)}); use --metrics=none', param_hint='--metrics')
+    unknown = [metric for metric in opts.metrics if not metric_main.is_valid_metric(metric)]
+    if unknown:
+        raise click.BadParameter(f'unknown metric {unknown[0]!r}; valid: none, {", ".join(metric_main.list_valid_metrics())}', param_hint='--metrics')
     device = cli.resolve_device(opts.device)
 
     # Training set.
@@ -224,6 +226,7 @@ def main(**kwargs):
     c.loss_kwargs.r1_gamma = opts.gamma
     c.G_opt_kwargs.lr = (0.002 if opts.cfg in ('stylegan2', 'creps') else 0.0025) if opts.glr is None else opts.glr
     c.D_opt_kwargs.lr = opts.dlr
+    c.metrics = opts.metrics
     c.total_kimg = opts.kimg
     c.kimg_per_tick = opts.tick
     c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap

@@ -184,11 +184,23 @@ def test_resume_from_a_network_pickle_fine_tunes_its_weights(dataset, tmp_path):
     name = 'synthesis.b8.fc0.weight'
     assert 0 < (tuned[name] - source[name]).abs().max() < 1e-2
 
+def test_metrics_run_at_snapshots_without_changing_training(dataset, tmp_path):
+    args = [f'--data={dataset}', '--gpus=1', '--batch=4', '--kimg=0.008', '--tick=0.004', '--aug=noaug', '--workers=0']
+    plain = train(tmp_path / 'plain', *args)
+    measured = train(tmp_path / 'measured', *args, '--metrics=sc1k_x2')
+    assert plain.returncode == 0 and measured.returncode == 0, measured.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / 'measured')
+    lines = [json.loads(line) for line in open(os.path.join(run_dir, 'metric-sc1k_x2.jsonl'))]
+    assert [line['snapshot_pkl'] for line in lines] == ['network-snapshot-000000.004.pkl', 'network-snapshot-000000.008.pkl']
+    assert all(np.isfinite(line['results']['sc1k_x2']) for line in lines)
+    # Metrics draw random numbers of their own; the training run is the same with or without them.
+    assert_states_equal(final_state(run_dir), final_state(only_run_dir(tmp_path / 'plain')))
+
 @pytest.mark.parametrize('args, message', [
     (['--gpus=2', '--batch=5'], '--batch=5 is not a multiple of --gpus=2'),
     (['--gpus=1', '--batch=4', '--batch-gpu=1'], '--batch-gpu=1 is smaller than --mbstd-group=2'),
     (['--gpus=1', '--batch=32'], 'has 24 images, fewer than the 32'),
-    (['--gpus=1', '--batch=4', '--metrics=fid50k_full'], '--metrics'),
+    (['--gpus=1', '--batch=4', '--metrics=fid51k'], "unknown metric 'fid51k'"),
     (['--gpus=1', '--batch=4', '--cfg=stylegan2'], '--cfg'),
     (['--gpus=1', '--batch=4', '--resume=/nonexistent/snapshot.pkl'], '/nonexistent/snapshot.pkl: no such file'),
 ])

@@ -19,6 +19,7 @@ generators. The checkpoint holds every random state, the sampler's
 position as consumed (not as prefetched by the DataLoader) and all counters.
 """
 
+import contextlib
 import copy
 import inspect
 import json
@@ -38,6 +39,7 @@ from torch_utils import distributed
 from torch_utils import misc
 from torch_utils import training_stats
 from training import augment
+from metrics import metric_main
 
 #----------------------------------------------------------------------------
 # Training-state checkpoints.
@@ -75,7 +77,7 @@ def full_options(**kwargs):
     return json.loads(json.dumps({key: value for key, value in options.items() if key not in _NOT_OPTIONS}, default=str))
 
 # Options an exact continuation may change: how long and how often, not what is computed.
-RESUMABLE_CHANGES = ('total_kimg', 'kimg_per_tick', 'image_snapshot_ticks', 'network_snapshot_ticks',
+RESUMABLE_CHANGES = ('total_kimg', 'kimg_per_tick', 'image_snapshot_ticks', 'network_snapshot_ticks', 'metrics',
     'data_loader_kwargs', 'run_dir', 'resume_state', 'resume_pkl', 'cudnn_benchmark', 'grid_size', 'device')
 
 def check_resumable(saved_options, options):
@@ -105,6 +107,16 @@ def _set_rng_state(state, device):
         pos=state['numpy']['pos']), has_gauss=state['numpy']['has_gauss'], gauss=state['numpy']['gauss']))
     if device.type == 'cuda':
         torch.cuda.set_rng_state(state['cuda'], device)
+
+@contextlib.contextmanager
+def _random_state_kept(device):
+    """Whatever the block draws, the random states afterwards are those before
+    it: evaluating metrics never changes the course of training."""
+    state = _rng_state(device)
+    try:
+        yield
+    finally:
+        _set_rng_state(state, device)
 
 #----------------------------------------------------------------------------
 # Image grids.
@@ -212,6 +224,7 @@ def training_loop(
     D_opt_kwargs            = {},       # Options for the discriminator's optimizer.
     augment_kwargs          = None,     # Options for the augmentation pipeline, None = no augmentation.
     loss_kwargs             = {},       # Options for the loss.
+    metrics                 = [],       # Metrics (metric_main names) to evaluate at each network snapshot.
     random_seed             = 0,        # Global random seed.
     num_gpus                = 1,        # Number of processes taking part.
     rank                    = 0,        # Rank of this process in [0, num_gpus).
@@ -438,7 +451,9 @@ def training_loop(
                 images = _generate_grid(G_ema, grid_z, grid_c, batch_gpu)
             save_image_grid(images.numpy(), os.path.join(run_dir, f'fakes{label}.png'), drange=[-1, 1], grid_size=grid)
 
+        stats_metrics = dict()
         if done or (network_snapshot_ticks is not None and cur_tick % network_snapshot_ticks == 0):
+            snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{label}.pkl')
             for module in [G, D, G_ema, augment_pipe]:
                 if module is not None:
                     misc.check_ddp_consistency(module, ignore_regex=r'.*\.[^.]+_(avg|ema)')
@@ -448,7 +463,7 @@ def training_loop(
                 snapshot = dict(training_set_kwargs=dict(training_set_kwargs))
                 for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe)]:
                     snapshot[name] = None if module is None else copy.deepcopy(module).cpu().eval().requires_grad_(False)
-                with dnnlib.util.atomic_write(os.path.join(run_dir, f'network-snapshot-{label}.pkl')) as f:
+                with dnnlib.util.atomic_write(snapshot_pkl) as f:
                     pickle.dump(snapshot, f)
                 del snapshot
                 state = dict(version=STATE_VERSION, options=json.dumps(options),
@@ -462,6 +477,17 @@ def training_loop(
                     torch.save(state, f)
                 del state
 
+            # Metrics run on every process (they share the work).
+            if metrics and is_main:
+                print('Evaluating metrics...')
+            with _random_state_kept(device):
+                for metric in metrics:
+                    result = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=training_set_kwargs,
+                        num_gpus=num_gpus, rank=rank, device=device)
+                    if is_main:
+                        metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
+                    stats_metrics.update(result.results)
+
         # Statistics.
         stats_collector.update()
         if is_main:
@@ -474,6 +500,8 @@ def training_loop(
                 walltime = timestamp - start_time
                 for name, value in stats.items():
                     stats_tfevents.add_scalar(name, value.mean, global_step=global_step, walltime=walltime)
+                for name, value in stats_metrics.items():
+                    stats_tfevents.add_scalar(f'Metrics/{name}', value, global_step=global_step, walltime=walltime)
                 stats_tfevents.flush()
         if progress_fn is not None:
             progress_fn(cur_nimg, total_nimg)
