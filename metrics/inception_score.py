@@ -28,7 +28,7 @@ def is_from_probabilities(probs, num_splits=10):
     assert probs.ndim == 2
     num_images = probs.shape[0]
     if not 1 <= num_splits <= num_images:
-        raise ValueError(f'inception score: cannot split {num_images} images into {num_splits} parts')
+        raise metric_utils.MetricError(f'inception score: cannot split {num_images} images into {num_splits} parts')
     scores = []
     for i in range(num_splits):
         part = probs[i * num_images // num_splits : (i + 1) * num_images // num_splits]
@@ -39,11 +39,11 @@ def is_from_probabilities(probs, num_splits=10):
     return float(np.mean(scores)), float(np.std(scores))
 
 def check_probabilities(probs, atol=1e-3):
-    """Raise ValueError unless each row of `probs` is a probability vector: a
+    """Raise MetricError unless each row of `probs` is a probability vector: a
     detector that returns features or logits would give a meaningless score."""
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.min() < 0 or np.abs(probs.sum(axis=1) - 1).max() > atol:
-        raise ValueError('inception score: the Inception detector must return class probabilities '
+        raise metric_utils.MetricError('inception score: the Inception detector must return class probabilities '
             '(non-negative, summing to one per image) when called without return_features')
 
 #----------------------------------------------------------------------------
@@ -51,6 +51,8 @@ def check_probabilities(probs, atol=1e-3):
 def compute_is(opts, num_gen, num_splits):
     """Inception Score (mean, std) of `num_gen` images of opts.G over `num_splits`
     parts; (NaN, NaN) on every rank but 0."""
+    if not 1 <= num_splits <= num_gen:
+        raise metric_utils.MetricError(f'inception score: cannot split {num_gen} images into {num_splits} parts')
     detector_url = metric_utils.inception_url()
     detector_kwargs = dict(no_output_bias=True) # The original leaves out the bias of the softmax layer.
 

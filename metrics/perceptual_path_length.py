@@ -60,7 +60,7 @@ def lpips_input(img, crop=False):
     factor = img.shape[2] // 256
     if crop:
         if img.shape[2] != img.shape[3]:
-            raise ValueError(f'perceptual path length: the face crop needs square images, got {img.shape[3]}x{img.shape[2]}')
+            raise metric_utils.MetricError(f'perceptual path length: the face crop needs square images, got {img.shape[3]}x{img.shape[2]}')
         c = img.shape[2] // 8
         img = img[:, :, c*3 : c*7, c*2 : c*6]
     if factor > 1:

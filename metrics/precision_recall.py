@@ -75,7 +75,7 @@ def manifold_radii(features, nhood_size, row_batch_size, col_batch_size, num_gpu
     nearest neighbour in the same set (the point itself, at distance 0, is the
     0-th): a CPU tensor [N] on rank 0, None on the other ranks."""
     if not 0 < nhood_size < features.shape[0]:
-        raise ValueError(f'precision/recall: the neighbourhood size must be between 1 and the number of '
+        raise metric_utils.MetricError(f'precision/recall: the neighbourhood size must be between 1 and the number of '
             f'points minus one ({features.shape[0] - 1}), got {nhood_size}')
     radii = []
     for rows in features.split(row_batch_size):
@@ -123,6 +123,11 @@ def precision_recall_from_features(
 def compute_pr(opts, max_real, num_gen, nhood_size, row_batch_size, col_batch_size):
     """Precision and recall of opts.G against up to `max_real` dataset images
     (None = all), with `num_gen` generated images, on VGG16 features."""
+    # k nearest neighbours need k + 1 points in each set; found out before any work.
+    what = f'precision/recall with {nhood_size} neighbours'
+    metric_utils.check_real_images(opts, min_items=nhood_size + 1, max_items=max_real, what=what)
+    if num_gen < nhood_size + 1:
+        raise metric_utils.MetricError(f'{what} needs at least {nhood_size + 1} generated images, got {num_gen}')
     detector_url = metric_utils.vgg16_url()
     detector_kwargs = dict(return_features=True)
 

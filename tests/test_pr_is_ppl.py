@@ -72,7 +72,7 @@ def test_pr_batching_and_float16():
 
 def test_pr_neighbourhood_size_checked():
     real = clusters(3, 2, [0, 0], seed=1)
-    with pytest.raises(ValueError, match='neighbourhood size'):
+    with pytest.raises(metric_utils.MetricError, match='neighbourhood size'):
         precision_recall_from_features(real, real, nhood_size=3, row_batch_size=8, col_batch_size=8)
 
 #----------------------------------------------------------------------------
@@ -109,9 +109,9 @@ def test_is_matches_definition():
 
 def test_is_rejects_non_probabilities():
     inception_score.check_probabilities(np.full([4, 8], 1 / 8))
-    with pytest.raises(ValueError, match='class probabilities'):
+    with pytest.raises(metric_utils.MetricError, match='class probabilities'):
         inception_score.check_probabilities(np.random.default_rng(0).normal(size=[4, 8]))
-    with pytest.raises(ValueError, match='cannot split'):
+    with pytest.raises(metric_utils.MetricError, match='cannot split'):
         is_from_probabilities(np.full([4, 8], 1 / 8), num_splits=10)
 
 #----------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def test_lpips_input():
     assert torch.allclose(out, (img[:, :, 192:448, 128:384].reshape(1, 3, 128, 2, 128, 2).mean([3, 5]) + 1) * 127.5, atol=1e-4)
     img = torch.rand([1, 3, 16, 16]) * 2 - 1
     assert torch.equal(lpips_input(img, crop=True), (img[:, :, 6:14, 4:12] + 1) * (255 / 2))
-    with pytest.raises(ValueError, match='square'):
+    with pytest.raises(metric_utils.MetricError, match='square'):
         lpips_input(torch.zeros([1, 3, 16, 24]), crop=True)
 
 def test_ppl_outlier_filter():
@@ -335,11 +335,18 @@ def test_compute_pr(metric_opts):
     precision, recall = precision_recall.compute_pr(metric_opts, max_real=20, num_gen=20, nhood_size=3, row_batch_size=8, col_batch_size=8)
     assert 0 <= precision <= 1 and 0 <= recall <= 1
     assert precision_recall.compute_pr(metric_opts, max_real=20, num_gen=20, nhood_size=3, row_batch_size=20, col_batch_size=3) == (precision, recall)
+    # k neighbours need k + 1 images of each kind.
+    with pytest.raises(metric_utils.MetricError, match='at least 4 real images'):
+        precision_recall.compute_pr(metric_opts, max_real=3, num_gen=20, nhood_size=3, row_batch_size=8, col_batch_size=8)
+    with pytest.raises(metric_utils.MetricError, match='at least 4 generated images'):
+        precision_recall.compute_pr(metric_opts, max_real=20, num_gen=3, nhood_size=3, row_batch_size=8, col_batch_size=8)
 
 def test_compute_is(metric_opts):
     mean, std = inception_score.compute_is(metric_opts, num_gen=40, num_splits=4)
     # With the bias (class 0 always) the score would be 1; the reference leaves it out.
     assert 1.3 < mean <= 10 and 0 <= std < mean
+    with pytest.raises(metric_utils.MetricError, match='cannot split'):
+        inception_score.compute_is(metric_opts, num_gen=5, num_splits=10)
 
 @pytest.mark.parametrize('space, sampling, crop', [('w', 'end', False), ('z', 'full', True)])
 def test_compute_ppl(metric_opts, space, sampling, crop):
