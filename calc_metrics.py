@@ -19,10 +19,8 @@ FID and KID work offline with it; the Inception Score needs NVIDIA's file.
 """
 
 import json
-import logging
 import os
 import re
-import tempfile
 import urllib.parse
 
 import click
@@ -120,20 +118,12 @@ def one_line(err):
 
 #----------------------------------------------------------------------------
 
-def subprocess_fn(rank, args, temp_dir):
+def subprocess_fn(rank, init_method, args):
     """Body of every process: join the group, compute each metric, report on rank 0."""
-    world = distributed.torchrun_world()
-    local_rank, local_world = (world[1], int(os.environ.get('LOCAL_WORLD_SIZE', args.num_gpus))) if world else (rank, args.num_gpus)
-    init_method = 'env://' if world else f'file://{os.path.abspath(os.path.join(temp_dir, ".torch_distributed_init"))}'
-    device = distributed.process_device(args.device, local_rank)
-    if device.type == 'cpu':
-        if local_world > 1: # Share the cores; a single process keeps torch's (or OMP_NUM_THREADS') choice.
-            torch.set_num_threads(distributed.threads_per_process(local_world))
-    else:
+    device = distributed.setup_process(rank=rank, world_size=args.num_gpus, base_device=args.device, init_method=init_method)
+    if device.type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = False # Metrics in full float32, as NVIDIA's.
         torch.backends.cudnn.allow_tf32 = False
-    if args.num_gpus > 1: # One process needs no group (nor the statistics setup, which may have run in this process before).
-        distributed.init_process_group(rank=rank, world_size=args.num_gpus, device=device, init_method=init_method)
 
     for metric in args.metrics:
         if rank == 0 and args.verbose:
@@ -146,20 +136,6 @@ def subprocess_fn(rank, args, temp_dir):
                 metric_main.report_metric(result_dict, run_dir=args.run_dir, snapshot_pkl=local_path(args.network_pkl) or args.network_pkl)
             except OSError as err: # The result is printed already; a read-only folder must not lose it.
                 click.echo(f'Warning: cannot append to {args.run_dir}: {err.strerror or err}', err=True)
-
-def launch(args):
-    """Run subprocess_fn in this process, in --gpus spawned ones, or as one of torchrun's."""
-    world = distributed.torchrun_world()
-    if world is not None:
-        subprocess_fn(rank=world[0], args=args, temp_dir=None)
-        return
-    with tempfile.TemporaryDirectory() as temp_dir:
-        if args.num_gpus == 1:
-            subprocess_fn(rank=0, args=args, temp_dir=temp_dir)
-        else:
-            # When one process fails, torch logs a warning as it stops the others; the error itself is reported.
-            logging.getLogger('torch.multiprocessing.spawn').setLevel(logging.ERROR)
-            torch.multiprocessing.spawn(fn=subprocess_fn, args=(args, temp_dir), nprocs=args.num_gpus)
 
 #----------------------------------------------------------------------------
 
@@ -274,7 +250,7 @@ def calc_metrics(network_pkl, metrics, data, mirror, gpus, device, verbose, ince
         for name, value in overrides.items():
             if value is not None:
                 os.environ[name] = value
-        launch(args)
+        distributed.launch(subprocess_fn, args.num_gpus, args)
     except USER_ERRORS as err:
         raise click.ClickException(str(err))
     except torch.multiprocessing.ProcessRaisedException as err:

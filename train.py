@@ -10,7 +10,6 @@ its weights) or a training-state file or run folder (continuing exactly).
 import json
 import os
 import re
-import tempfile
 
 import click
 import torch
@@ -68,15 +67,9 @@ def resolve_resume(resume):
 
 #----------------------------------------------------------------------------
 
-def subprocess_fn(rank, c, temp_dir):
+def subprocess_fn(rank, init_method, c):
     """Body of every training process: join the group, log, train."""
-    world = distributed.torchrun_world()
-    local_rank, local_world = (world[1], int(os.environ.get('LOCAL_WORLD_SIZE', c.num_gpus))) if world else (rank, c.num_gpus)
-    init_method = 'env://' if world else f'file://{os.path.abspath(os.path.join(temp_dir, ".torch_distributed_init"))}'
-    device = distributed.process_device(c.device, local_rank)
-    if device.type == 'cpu':
-        torch.set_num_threads(distributed.threads_per_process(local_world))
-    distributed.init_process_group(rank=rank, world_size=c.num_gpus, device=device, init_method=init_method)
+    device = distributed.setup_process(rank=rank, world_size=c.num_gpus, base_device=c.device, init_method=init_method)
     c = dnnlib.EasyDict(c, rank=rank, device=str(device))
     if rank == 0:
         with dnnlib.util.Logger(os.path.join(c.run_dir, 'log.txt'), 'a'):
@@ -116,15 +109,7 @@ def launch_training(c, desc, outdir, dry_run):
         with dnnlib.util.atomic_write(os.path.join(c.run_dir, 'training_options.json'), 'wt') as f:
             json.dump(c, f, indent=2)
 
-    if world is not None:
-        # torchrun started this process; the others are its peers.
-        subprocess_fn(rank=world[0], c=c, temp_dir=None)
-        return
-    with tempfile.TemporaryDirectory() as temp_dir:
-        if c.num_gpus == 1:
-            subprocess_fn(rank=0, c=c, temp_dir=temp_dir)
-        else:
-            torch.multiprocessing.spawn(fn=subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus)
+    distributed.launch(subprocess_fn, c.num_gpus, c)
 
 #----------------------------------------------------------------------------
 

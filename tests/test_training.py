@@ -154,11 +154,24 @@ def test_two_processes_match_one(dataset, tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = final_state(only_run_dir(tmp_path / 'one')), final_state(only_run_dir(tmp_path / 'two'))
     assert len(b['ranks']) == 2
+    # Summation order differs between the two runs, and Adam divides each gradient by its own
+    # magnitude, so a weight whose gradient is nearly zero can move by up to one step (lr 0.002)
+    # differently; typical weights agree to about 1e-6.
+    total_diff, count = 0.0, 0
     for net in ['G', 'D', 'G_ema']:
         for name, tensor in a['networks'][net].items():
             if name.endswith('w_avg'):
                 continue
-            torch.testing.assert_close(b['networks'][net][name], tensor, rtol=1e-4, atol=1e-5, msg=f'{net}.{name}')
+            torch.testing.assert_close(b['networks'][net][name], tensor, rtol=0, atol=2e-3, msg=f'{net}.{name}')
+            total_diff += (b['networks'][net][name] - tensor).abs().sum().item()
+            count += tensor.numel()
+    assert total_diff / count < 1e-5
+    # The losses, gathered over both processes, are those of the one-process run.
+    stats = [[json.loads(line) for line in open(os.path.join(only_run_dir(tmp_path / run), 'stats.jsonl'))] for run in ['one', 'two']]
+    for tick_one, tick_two in zip(*stats):
+        for key in ['Loss/G/loss', 'Loss/D/loss', 'Loss/scores/real']:
+            assert tick_one[key]['num'] == tick_two[key]['num']
+            assert tick_one[key]['mean'] == pytest.approx(tick_two[key]['mean'], rel=1e-5)
     assert a['progress']['cur_nimg'] == b['progress']['cur_nimg'] == 40
     # Training moved the weights after the first checkpoint: the comparison is not vacuous.
     first = training_loop.load_training_state(sorted(glob.glob(os.path.join(only_run_dir(tmp_path / 'one'), 'training-state-*.pt')))[0])
