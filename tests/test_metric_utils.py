@@ -3,10 +3,8 @@ overrides, offline errors, the Inception adapter and its TF1 resize, the real
 offline Inception when installed), the dataset statistics cache and the
 generator's sample stream."""
 
-import io
 import json
 import os
-import pickle
 import socket
 import time
 import urllib.error
@@ -21,6 +19,7 @@ import torch.nn.functional as F
 import dnnlib
 from metrics import frechet_inception_distance
 from metrics import metric_utils
+from detectors import save_detector
 
 #----------------------------------------------------------------------------
 # Small detectors with the standard call signature, also used by test_calc_metrics.py.
@@ -42,23 +41,8 @@ class TinyDetector(torch.nn.Module):
             return features
         return torch.softmax(features, dim=1)
 
-class PickledScript:
-    """Pickles as a call of torch.jit.load on the module's archive: a TorchScript
-    module inside a plain pickle, which pickle.load rebuilds without any code
-    of this project (TorchScript modules do not pickle by themselves)."""
-
-    def __init__(self, module):
-        buffer = io.BytesIO()
-        torch.jit.save(module, buffer)
-        self.data = buffer.getvalue()
-
-    def __reduce__(self):
-        return (torch.jit.load, (io.BytesIO(self.data),))
-
 def write_detector_pickle(path, seed=0):
-    with open(path, 'wb') as f:
-        pickle.dump(PickledScript(torch.jit.script(TinyDetector(seed))), f)
-    return str(path)
+    return save_detector(TinyDetector(seed), path)
 
 def tiny_features(images):
     """What TinyDetector(seed=0) returns for uint8 images [N, 3, H, W]."""

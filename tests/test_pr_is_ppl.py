@@ -4,12 +4,9 @@ two-process (gloo) run of the sharded distances, and the whole pipelines on a
 tiny CREPS generator with small TorchScript detectors loaded through the
 CREPS_VGG16 / CREPS_INCEPTION overrides."""
 
-import copyreg
-import io
 import json
 import math
 import os
-import pickle
 
 import numpy as np
 import PIL.Image
@@ -23,6 +20,7 @@ from metrics import precision_recall
 from metrics.inception_score import is_from_probabilities
 from metrics.perceptual_path_length import PPLSampler, lpips_input, ppl_from_distances, slerp
 from metrics.precision_recall import compute_distances, precision_recall_from_features
+from detectors import save_detector
 
 # The test detectors are TorchScript, as NVIDIA's; torch 2.x marks torch.jit deprecated.
 pytestmark = pytest.mark.filterwarnings('ignore:`torch.jit.*is deprecated:DeprecationWarning')
@@ -289,19 +287,6 @@ class TinyInception(torch.nn.Module):
         if not no_output_bias:
             logits = logits + self.fc.bias
         return torch.softmax(logits, dim=1)
-
-def save_detector(module, path):
-    """Pickle a TorchScript module as NVIDIA's detector pickles: unpickling calls torch.jit.load."""
-    def reduce(script_module):
-        buf = io.BytesIO()
-        torch.jit.save(script_module, buf)
-        return torch.jit.load, (io.BytesIO(buf.getvalue()),)
-    with open(path, 'wb') as f:
-        pickler = pickle.Pickler(f)
-        pickler.dispatch_table = copyreg.dispatch_table.copy()
-        pickler.dispatch_table[torch.jit.RecursiveScriptModule] = reduce
-        pickler.dump(torch.jit.script(module.eval().requires_grad_(False)))
-    return str(path)
 
 @pytest.fixture(scope='module')
 def detectors(tmp_path_factory):

@@ -3,11 +3,8 @@ generators with known answers (constant, linear, high-frequency) and of a tiny
 CREPS generator, FID at scale through a small TorchScript Inception loaded via
 CREPS_INCEPTION, two processes (gloo), and the clear errors."""
 
-import copyreg
-import io
 import json
 import math
-import pickle
 
 import numpy as np
 import PIL.Image
@@ -19,6 +16,7 @@ from metrics import frechet_inception_distance
 from metrics import metric_utils
 from metrics import scale_consistency as sc
 from torch_utils import render
+from detectors import save_detector
 
 #----------------------------------------------------------------------------
 # Toy generators with the duck-typed interface of an any-scale generator:
@@ -154,19 +152,6 @@ class TinyInception(torch.nn.Module):
 
     def forward(self, img, return_features: bool = False):
         return torch.tanh(self.conv(img.to(torch.float32) / 127.5 - 1)).mean(dim=[2, 3])
-
-def save_detector(module, path):
-    """Pickle a scripted module as NVIDIA's detector pickles are: unpickling runs torch.jit.load."""
-    def reduce(script_module):
-        buf = io.BytesIO()
-        torch.jit.save(script_module, buf)
-        return torch.jit.load, (io.BytesIO(buf.getvalue()),)
-    with open(path, 'wb') as f:
-        pickler = pickle.Pickler(f)
-        pickler.dispatch_table = copyreg.dispatch_table.copy()
-        pickler.dispatch_table[torch.jit.RecursiveScriptModule] = reduce
-        pickler.dump(torch.jit.script(module.eval()))
-    return str(path)
 
 @pytest.fixture
 def fid_opts(tmp_path, monkeypatch):
