@@ -17,7 +17,6 @@ import urllib.request
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 import calc_metrics
 import dnnlib
@@ -27,7 +26,7 @@ from metrics import metric_main
 from metrics import metric_utils
 from training.networks_creps import Generator
 
-from clitest import assert_clean_error
+from clitest import assert_clean_error, invoke, invoke_ok
 from test_metric_utils import write_detector_pickle, write_images
 
 #----------------------------------------------------------------------------
@@ -71,12 +70,10 @@ def setup(tmp_path, monkeypatch):
         detector=write_detector_pickle(tmp_path / 'tiny.pkl'))
 
 def run(args):
-    return CliRunner().invoke(calc_metrics.calc_metrics, [str(arg) for arg in args])
+    return invoke(calc_metrics.calc_metrics, args)
 
 def run_ok(args):
-    result = run(args)
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
+    return invoke_ok(calc_metrics.calc_metrics, args)
 
 def json_lines(text):
     return [json.loads(line) for line in text.splitlines() if line.startswith('{')]

@@ -13,12 +13,11 @@ import zipfile
 import numpy as np
 import PIL.Image
 import pytest
-from click.testing import CliRunner
 
 import dataset_tool
 from training.dataset import ImageFolderDataset
 
-from clitest import assert_clean_error
+from clitest import assert_clean_error, invoke, invoke_ok
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,12 +39,10 @@ def noise(shape, seed=0):
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
 def run(args):
-    return CliRunner().invoke(dataset_tool.convert_dataset, [str(a) for a in args])
+    return invoke(dataset_tool.convert_dataset, args)
 
 def run_ok(args):
-    result = run(args)
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
+    return invoke_ok(dataset_tool.convert_dataset, args)
 
 def read_zip(path):
     """The images (name -> uint8 array as stored) and the dataset.json of a ZIP dataset."""

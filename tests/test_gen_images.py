@@ -9,12 +9,11 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from click.testing import CliRunner
 
 import gen_images
 from training.networks_creps import Generator
 
-from clitest import assert_clean_error
+from clitest import assert_clean_error, invoke, invoke_ok
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,13 +45,10 @@ def pickles(tmp_path_factory):
     )
 
 def run(args):
-    result = CliRunner().invoke(gen_images.generate_images, [str(a) for a in args])
-    return result
+    return invoke(gen_images.generate_images, args)
 
 def run_ok(args):
-    result = run(args)
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
+    return invoke_ok(gen_images.generate_images, args)
 
 def load(path):
     return np.asarray(PIL.Image.open(path))
