@@ -22,9 +22,6 @@ from metrics.perceptual_path_length import PPLSampler, lpips_input, ppl_from_dis
 from metrics.precision_recall import compute_distances, precision_recall_from_features
 from detectors import save_detector
 
-# The test detectors are TorchScript, as NVIDIA's; torch 2.x marks torch.jit deprecated.
-pytestmark = pytest.mark.filterwarnings('ignore:`torch.jit.*is deprecated:DeprecationWarning')
-
 #----------------------------------------------------------------------------
 # Precision and recall.
 
