@@ -16,6 +16,7 @@ import torch
 
 import dnnlib
 from metrics import metric_main
+from metrics import metric_utils
 from torch_utils import cli
 from torch_utils import distributed
 from training import augment
@@ -186,6 +187,11 @@ def main(**kwargs):
     unknown = [metric for metric in opts.metrics if not metric_main.is_valid_metric(metric)]
     if unknown:
         raise click.BadParameter(f'unknown metric {unknown[0]!r}; valid: none, {", ".join(metric_main.list_valid_metrics())}', param_hint='--metrics')
+    for url in metric_main.detector_urls(opts.metrics): # Fetched now: an offline machine learns it before training, not at the first snapshot.
+        try:
+            metric_utils.load_feature_detector(url)
+        except (OSError, metric_utils.MetricError) as err:
+            raise click.BadParameter(str(err), param_hint='--metrics')
     device = cli.resolve_device(opts.device)
 
     # Training set.

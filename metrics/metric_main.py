@@ -45,8 +45,13 @@ import torch
 
 import dnnlib
 from . import metric_utils
+from . import equivariance
 from . import frechet_inception_distance
+from . import inception_score
 from . import kernel_inception_distance
+from . import perceptual_path_length
+from . import precision_recall
+from . import scale_consistency
 
 #----------------------------------------------------------------------------
 
@@ -63,6 +68,18 @@ def is_valid_metric(metric):
 
 def list_valid_metrics():
     return list(_metric_dict.keys())
+
+def detector_urls(metrics):
+    """The detector networks (URLs or paths, after overrides) that `metrics`
+    load, so that a long job can fetch them, or stop, before it starts:
+    Inception for FID, KID and IS, VGG16 for precision/recall and PPL."""
+    urls = []
+    for metric in metrics:
+        if metric.startswith(('fid', 'kid', 'is')):
+            urls.append(metric_utils.inception_url())
+        elif metric.startswith(('pr', 'ppl')):
+            urls.append(metric_utils.vgg16_url())
+    return list(dict.fromkeys(urls))
 
 #----------------------------------------------------------------------------
 
@@ -129,30 +146,6 @@ def report_metric(result_dict, run_dir=None, snapshot_pkl=None):
     return jsonl_line
 
 #----------------------------------------------------------------------------
-# The metrics of other modules are imported when used, so that the registry
-# loads whatever their dependencies.
-
-def _precision_recall():
-    from . import precision_recall # pylint: disable=import-outside-toplevel
-    return precision_recall
-
-def _inception_score():
-    from . import inception_score # pylint: disable=import-outside-toplevel
-    return inception_score
-
-def _perceptual_path_length():
-    from . import perceptual_path_length # pylint: disable=import-outside-toplevel
-    return perceptual_path_length
-
-def _equivariance():
-    from . import equivariance # pylint: disable=import-outside-toplevel
-    return equivariance
-
-def _scale_consistency():
-    from . import scale_consistency # pylint: disable=import-outside-toplevel
-    return scale_consistency
-
-#----------------------------------------------------------------------------
 # Recommended metrics (StyleGAN3).
 
 @register_metric
@@ -170,30 +163,30 @@ def kid50k_full(opts):
 @register_metric
 def pr50k3_full(opts):
     opts.dataset_kwargs.update(max_size=None, xflip=False)
-    precision, recall = _precision_recall().compute_pr(opts, max_real=200000, num_gen=50000, nhood_size=3, row_batch_size=10000, col_batch_size=10000)
+    precision, recall = precision_recall.compute_pr(opts, max_real=200000, num_gen=50000, nhood_size=3, row_batch_size=10000, col_batch_size=10000)
     return dict(pr50k3_full_precision=precision, pr50k3_full_recall=recall)
 
 @register_metric
 def ppl2_wend(opts):
-    ppl = _perceptual_path_length().compute_ppl(opts, num_samples=50000, epsilon=1e-4, space='w', sampling='end', crop=False, batch_size=2)
+    ppl = perceptual_path_length.compute_ppl(opts, num_samples=50000, epsilon=1e-4, space='w', sampling='end', crop=False, batch_size=2)
     return dict(ppl2_wend=ppl)
 
 @register_metric
 def eqt50k_int(opts):
     opts.G_kwargs.update(force_fp32=True)
-    psnr = _equivariance().compute_equivariance_metrics(opts, num_samples=50000, batch_size=4, compute_eqt_int=True)
+    psnr = equivariance.compute_equivariance_metrics(opts, num_samples=50000, batch_size=4, compute_eqt_int=True)
     return dict(eqt50k_int=psnr)
 
 @register_metric
 def eqt50k_frac(opts):
     opts.G_kwargs.update(force_fp32=True)
-    psnr = _equivariance().compute_equivariance_metrics(opts, num_samples=50000, batch_size=4, compute_eqt_frac=True)
+    psnr = equivariance.compute_equivariance_metrics(opts, num_samples=50000, batch_size=4, compute_eqt_frac=True)
     return dict(eqt50k_frac=psnr)
 
 @register_metric
 def eqr50k(opts):
     opts.G_kwargs.update(force_fp32=True)
-    psnr = _equivariance().compute_equivariance_metrics(opts, num_samples=50000, batch_size=4, compute_eqr=True)
+    psnr = equivariance.compute_equivariance_metrics(opts, num_samples=50000, batch_size=4, compute_eqr=True)
     return dict(eqr50k=psnr)
 
 #----------------------------------------------------------------------------
@@ -214,13 +207,13 @@ def kid50k(opts):
 @register_metric
 def pr50k3(opts):
     opts.dataset_kwargs.update(max_size=None)
-    precision, recall = _precision_recall().compute_pr(opts, max_real=50000, num_gen=50000, nhood_size=3, row_batch_size=10000, col_batch_size=10000)
+    precision, recall = precision_recall.compute_pr(opts, max_real=50000, num_gen=50000, nhood_size=3, row_batch_size=10000, col_batch_size=10000)
     return dict(pr50k3_precision=precision, pr50k3_recall=recall)
 
 @register_metric
 def is50k(opts):
     opts.dataset_kwargs.update(max_size=None, xflip=False)
-    mean, std = _inception_score().compute_is(opts, num_gen=50000, num_splits=10)
+    mean, std = inception_score.compute_is(opts, num_gen=50000, num_splits=10)
     return dict(is50k_mean=mean, is50k_std=std)
 
 #----------------------------------------------------------------------------
@@ -228,24 +221,24 @@ def is50k(opts):
 
 @register_metric
 def sc50k_x2(opts):
-    psnr = _scale_consistency().compute_scale_psnr(opts, num_samples=50000, scale=2, batch_size=4)
+    psnr = scale_consistency.compute_scale_psnr(opts, num_samples=50000, scale=2, batch_size=4)
     return dict(sc50k_x2=psnr)
 
 @register_metric
 def sc50k_x4(opts):
-    psnr = _scale_consistency().compute_scale_psnr(opts, num_samples=50000, scale=4, batch_size=4)
+    psnr = scale_consistency.compute_scale_psnr(opts, num_samples=50000, scale=4, batch_size=4)
     return dict(sc50k_x4=psnr)
 
 @register_metric
 def fid50k_full_x2(opts):
     opts.dataset_kwargs.update(max_size=None, xflip=False)
-    fid = _scale_consistency().compute_fid_at_scale(opts, max_real=None, num_gen=50000, scale=2)
+    fid = scale_consistency.compute_fid_at_scale(opts, max_real=None, num_gen=50000, scale=2)
     return dict(fid50k_full_x2=fid)
 
 @register_metric
 def fid50k_full_x4(opts):
     opts.dataset_kwargs.update(max_size=None, xflip=False)
-    fid = _scale_consistency().compute_fid_at_scale(opts, max_real=None, num_gen=50000, scale=4)
+    fid = scale_consistency.compute_fid_at_scale(opts, max_real=None, num_gen=50000, scale=4)
     return dict(fid50k_full_x4=fid)
 
 #----------------------------------------------------------------------------
@@ -266,23 +259,23 @@ def kid1k_full(opts):
 @register_metric
 def pr1k3_full(opts):
     opts.dataset_kwargs.update(max_size=None, xflip=False)
-    precision, recall = _precision_recall().compute_pr(opts, max_real=200000, num_gen=1000, nhood_size=3, row_batch_size=10000, col_batch_size=10000)
+    precision, recall = precision_recall.compute_pr(opts, max_real=200000, num_gen=1000, nhood_size=3, row_batch_size=10000, col_batch_size=10000)
     return dict(pr1k3_full_precision=precision, pr1k3_full_recall=recall)
 
 @register_metric
 def sc1k_x2(opts):
-    psnr = _scale_consistency().compute_scale_psnr(opts, num_samples=1000, scale=2, batch_size=4)
+    psnr = scale_consistency.compute_scale_psnr(opts, num_samples=1000, scale=2, batch_size=4)
     return dict(sc1k_x2=psnr)
 
 @register_metric
 def sc1k_x4(opts):
-    psnr = _scale_consistency().compute_scale_psnr(opts, num_samples=1000, scale=4, batch_size=4)
+    psnr = scale_consistency.compute_scale_psnr(opts, num_samples=1000, scale=4, batch_size=4)
     return dict(sc1k_x4=psnr)
 
 @register_metric
 def fid1k_full_x2(opts):
     opts.dataset_kwargs.update(max_size=None, xflip=False)
-    fid = _scale_consistency().compute_fid_at_scale(opts, max_real=None, num_gen=1000, scale=2)
+    fid = scale_consistency.compute_fid_at_scale(opts, max_real=None, num_gen=1000, scale=2)
     return dict(fid1k_full_x2=fid)
 
 #----------------------------------------------------------------------------

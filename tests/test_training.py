@@ -46,8 +46,8 @@ def dataset(tmp_path_factory):
     assert result.returncode == 0, result.stderr
     return str(root / 'waves.zip')
 
-def train(outdir, *args, wait=True):
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+def train(outdir, *args, wait=True, **env_vars):
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', **env_vars)
     cmd = [sys.executable, os.path.join(REPO, 'train.py'), f'--outdir={outdir}', *TINY, *args]
     if not wait:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -221,6 +221,14 @@ def test_bad_options_fail_before_anything_starts(dataset, tmp_path, args, messag
     result = train(tmp_path / 'runs', f'--data={dataset}', *args)
     assert result.returncode != 0
     assert message in result.stderr and 'Traceback' not in result.stderr, result.stderr
+    assert not os.path.exists(tmp_path / 'runs')
+
+def test_unreachable_metric_detector_stops_before_training(dataset, tmp_path):
+    # Port 9 (discard) refuses at once, like an offline machine, without waiting on a network.
+    result = train(tmp_path / 'runs', f'--data={dataset}', '--gpus=1', '--batch=4', '--metrics=fid50k_full',
+        CREPS_INCEPTION='http://127.0.0.1:9/inception.pkl', DNNLIB_CACHE_DIR=str(tmp_path / 'cache'))
+    assert result.returncode != 0 and 'Traceback' not in result.stderr, result.stderr
+    assert 'Cannot download http://127.0.0.1:9/inception.pkl' in result.stderr and '--metrics' in result.stderr
     assert not os.path.exists(tmp_path / 'runs')
 
 def test_bad_data_is_one_line(tmp_path):
