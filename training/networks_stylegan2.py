@@ -87,9 +87,405 @@ class Conv2dLayer(torch.nn.Module):
             f'up={self.up}, down={self.down}')
 
 #----------------------------------------------------------------------------
-# Generator: modulated_conv2d, SynthesisLayer, ToRGBLayer, SynthesisBlock,
-# SynthesisNetwork and Generator go here, with NVIDIA's names, reusing the
-# layers above.
+# Generator.
+
+@misc.profiled_function
+def modulated_conv2d(
+    x,                          # Input tensor: [batch_size, in_channels, in_height, in_width].
+    weight,                     # Weight tensor: [out_channels, in_channels, kernel_height, kernel_width].
+    styles,                     # Modulation coefficients: [batch_size, in_channels].
+    noise           = None,     # Noise added to the output, broadcastable to it, None = no noise.
+    up              = 1,        # Integer upsampling factor.
+    down            = 1,        # Integer downsampling factor.
+    padding         = 0,        # Padding of the upsampled image.
+    resample_filter = None,     # Low-pass filter for the resampling, from upfirdn2d.setup_filter().
+    demodulate      = True,     # Apply weight demodulation?
+    flip_weight     = True,     # True: correlation (as conv2d); False: convolution.
+    fused_modconv   = True,     # One grouped convolution with per-sample weights (True), or scale the activations around a shared convolution (False)?
+):
+    """Convolution of each sample with the weight scaled per input channel by
+    its styles and, with `demodulate`, rescaled per output channel to unit
+    norm, so that the output has unit variance for unit-variance inputs.
+
+    Both execution paths compute the same thing. The fused one builds the
+    per-sample weights and runs one convolution grouped over the batch; the
+    other runs one shared convolution between a per-channel scaling of its
+    input (modulation) and of its output (demodulation), which is faster for
+    large batches and is what NVIDIA trains with ('inference_only').
+    """
+    batch_size = x.shape[0]
+    out_channels, in_channels, kh, kw = weight.shape
+    misc.assert_shape(weight, [out_channels, in_channels, kh, kw])
+    misc.assert_shape(x, [batch_size, in_channels, None, None])
+    misc.assert_shape(styles, [batch_size, in_channels])
+
+    # float16 activations: bring the weight and styles to a bounded range so the
+    # products below cannot overflow; demodulation removes the scale again.
+    if x.dtype == torch.float16 and demodulate:
+        weight = weight * (1 / np.sqrt(in_channels * kh * kw) / weight.norm(float('inf'), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float('inf'), dim=1, keepdim=True)
+
+    # Per-sample weights (float32) and the demodulation coefficients 1/|w| per output channel.
+    w = None
+    dcoefs = None
+    if demodulate or fused_modconv:
+        w = weight.unsqueeze(0) * styles.reshape(batch_size, 1, -1, 1, 1) # [NOIkk]
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt() # [NO]
+    if demodulate and fused_modconv:
+        w = w * dcoefs.reshape(batch_size, -1, 1, 1, 1)
+
+    if not fused_modconv:
+        # Modulation and demodulation commute with the convolution (both are per-channel scalings).
+        x = x * styles.to(x.dtype).reshape(batch_size, -1, 1, 1)
+        x = conv2d_resample.conv2d_resample(x=x, w=weight.to(x.dtype), f=resample_filter, up=up, down=down,
+            padding=padding, flip_weight=flip_weight)
+        if demodulate and noise is not None:
+            return torch.addcmul(noise.to(x.dtype), x, dcoefs.to(x.dtype).reshape(batch_size, -1, 1, 1))
+        if demodulate:
+            return x * dcoefs.to(x.dtype).reshape(batch_size, -1, 1, 1)
+        if noise is not None:
+            return x + noise.to(x.dtype)
+        return x
+
+    # Fused: the batch becomes the groups of a single convolution.
+    with misc.suppress_tracer_warnings(): # The batch size is a constant of a traced graph.
+        batch_size = int(batch_size)
+    x = x.reshape(1, -1, *x.shape[2:])
+    w = w.reshape(-1, in_channels, kh, kw)
+    x = conv2d_resample.conv2d_resample(x=x, w=w.to(x.dtype), f=resample_filter, up=up, down=down,
+        padding=padding, groups=batch_size, flip_weight=flip_weight)
+    x = x.reshape(batch_size, -1, *x.shape[2:])
+    if noise is not None:
+        x = x + noise.to(x.dtype)
+    return x
+
+def _dense_weight(weight, x):
+    """The weight as the convolution should see it: channels_last only on CUDA
+    (a channels_last weight would make the output channels_last elsewhere too).
+    clone, as contiguous() keeps the strides of a 1x1 weight, which count as both."""
+    if x.device.type != 'cuda' and not weight.is_contiguous():
+        return weight.clone(memory_format=torch.contiguous_format)
+    return weight
+
+NOISE_MODES = ('random', 'const', 'none')
+"""Noise inputs of the synthesis layers: 'random' = fresh per call; 'const' =
+the layer's fixed noise_const buffer (reproducible images); 'none' = no noise."""
+
+#----------------------------------------------------------------------------
+
+@persistence.persistent_class
+class SynthesisLayer(torch.nn.Module):
+    """Modulated 3x3 convolution (optionally upsampling by 2) with per-pixel
+    noise scaled by a learned strength, bias, activation and clamping."""
+    def __init__(self,
+        in_channels,                    # Number of input channels.
+        out_channels,                   # Number of output channels.
+        w_dim,                          # Intermediate latent (W) dimensionality.
+        resolution,                     # Resolution of this layer's output.
+        kernel_size     = 3,            # Width and height of the convolution kernel.
+        up              = 1,            # Integer upsampling factor.
+        use_noise       = True,         # Add per-pixel noise to the output?
+        activation      = 'lrelu',      # Activation function: 'relu', 'lrelu', etc.
+        resample_filter = [1,3,3,1],    # Low-pass filter for the upsampling.
+        conv_clamp      = None,         # Clamp the output to +-X, None = no clamping.
+        channels_last   = False,        # Create the weight in channels_last memory format?
+    ):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.w_dim = w_dim
+        self.resolution = resolution
+        self.up = up
+        self.use_noise = use_noise
+        self.activation = activation
+        self.conv_clamp = conv_clamp
+        self.register_buffer('resample_filter', upfirdn2d.setup_filter(resample_filter))
+        self.padding = kernel_size // 2
+        self.act_gain = bias_act.activation_funcs[activation].def_gain
+
+        # Created in NVIDIA's order, so that a seed gives the same initial weights.
+        # The styles start at 1 (bias_init): the layer starts as a plain convolution.
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.weight = torch.nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(memory_format=memory_format))
+        if use_noise:
+            self.register_buffer('noise_const', torch.randn([resolution, resolution]))
+            self.noise_strength = torch.nn.Parameter(torch.zeros([]))
+        self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
+
+    def forward(self, x, w, noise_mode='random', fused_modconv=True, gain=1):
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f'noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}')
+        in_resolution = self.resolution // self.up
+        misc.assert_shape(x, [None, self.in_channels, in_resolution, in_resolution])
+        styles = self.affine(w)
+
+        noise = None
+        if self.use_noise and noise_mode == 'random':
+            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+        if self.use_noise and noise_mode == 'const':
+            noise = self.noise_const * self.noise_strength
+
+        x = modulated_conv2d(x=x, weight=_dense_weight(self.weight, x), styles=styles, noise=noise, up=self.up,
+            padding=self.padding, resample_filter=self.resample_filter, fused_modconv=fused_modconv,
+            flip_weight=(self.up == 1)) # Upsampling runs a transposed convolution, which convolves: no flip needed, as NVIDIA.
+
+        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return bias_act.bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=act_clamp)
+
+    def extra_repr(self):
+        return (f'in_channels={self.in_channels:d}, out_channels={self.out_channels:d}, w_dim={self.w_dim:d}, '
+            f'resolution={self.resolution:d}, up={self.up}, activation={self.activation:s}')
+
+#----------------------------------------------------------------------------
+
+@persistence.persistent_class
+class ToRGBLayer(torch.nn.Module):
+    """Modulated 1x1 convolution to the image channels, not demodulated (the
+    image keeps the scale its features have), with bias and clamping."""
+    def __init__(self,
+        in_channels,                    # Number of input channels.
+        out_channels,                   # Number of output (color) channels.
+        w_dim,                          # Intermediate latent (W) dimensionality.
+        kernel_size     = 1,            # Width and height of the convolution kernel.
+        conv_clamp      = None,         # Clamp the output to +-X, None = no clamping.
+        channels_last   = False,        # Create the weight in channels_last memory format?
+    ):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.w_dim = w_dim
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.weight = torch.nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(memory_format=memory_format))
+        self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
+        # Without demodulation the equalized learning rate gain goes on the styles.
+        self.weight_gain = 1 / np.sqrt(in_channels * (kernel_size ** 2))
+
+    def forward(self, x, w, fused_modconv=True):
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_conv2d(x=x, weight=_dense_weight(self.weight, x), styles=styles, demodulate=False, fused_modconv=fused_modconv)
+        return bias_act.bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+
+    def extra_repr(self):
+        return f'in_channels={self.in_channels:d}, out_channels={self.out_channels:d}, w_dim={self.w_dim:d}'
+
+#----------------------------------------------------------------------------
+
+@persistence.persistent_class
+class SynthesisBlock(torch.nn.Module):
+    """One resolution of the synthesis network: the learned 4x4 constant (first
+    block) or an upsampling modulated convolution (conv0), then a modulated
+    convolution (conv1), and the image output: 'skip' adds every block's ToRGB
+    to the upsampled image of the previous blocks; 'orig' and 'resnet' have
+    ToRGB in the last block only, 'resnet' adding an upsampling 1x1 shortcut.
+
+    Takes num_conv + num_torgb consecutive ws. The ToRGB of a block uses the
+    same w as the first convolution of the next block (SynthesisNetwork
+    overlaps the blocks' slices), as in StyleGAN2."""
+    def __init__(self,
+        in_channels,                            # Number of input channels, 0 = first block.
+        out_channels,                           # Number of output channels.
+        w_dim,                                  # Intermediate latent (W) dimensionality.
+        resolution,                             # Resolution of this block.
+        img_channels,                           # Number of output color channels.
+        is_last,                                # Is this the last block?
+        architecture            = 'skip',       # Architecture: 'orig', 'skip', 'resnet'.
+        resample_filter         = [1,3,3,1],    # Low-pass filter for the upsampling.
+        conv_clamp              = 256,          # Clamp the output of convolution layers to +-X, None = no clamping.
+        use_fp16                = False,        # Compute in float16 (on CUDA)?
+        fp16_channels_last      = False,        # Use channels_last memory format with float16?
+        fused_modconv_default   = True,         # Default of fused_modconv; 'inference_only' = fused in eval mode, not in training mode.
+        **layer_kwargs,                         # Arguments for SynthesisLayer.
+    ):
+        if architecture not in ('orig', 'skip', 'resnet'):
+            raise ValueError(f"architecture must be 'orig', 'skip' or 'resnet', got {architecture!r}")
+        super().__init__()
+        self.in_channels = in_channels
+        self.w_dim = w_dim
+        self.resolution = resolution
+        self.img_channels = img_channels
+        self.is_last = is_last
+        self.architecture = architecture
+        self.use_fp16 = use_fp16
+        self.channels_last = (use_fp16 and fp16_channels_last)
+        self.fused_modconv_default = fused_modconv_default
+        self.register_buffer('resample_filter', upfirdn2d.setup_filter(resample_filter))
+        self.num_conv = 0
+        self.num_torgb = 0
+
+        if in_channels == 0:
+            self.const = torch.nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim=w_dim, resolution=resolution, up=2,
+                resample_filter=resample_filter, conv_clamp=conv_clamp, channels_last=self.channels_last, **layer_kwargs)
+            self.num_conv += 1
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim=w_dim, resolution=resolution,
+            conv_clamp=conv_clamp, channels_last=self.channels_last, **layer_kwargs)
+        self.num_conv += 1
+        if is_last or architecture == 'skip':
+            self.torgb = ToRGBLayer(out_channels, img_channels, w_dim=w_dim, conv_clamp=conv_clamp, channels_last=self.channels_last)
+            self.num_torgb += 1
+        if in_channels != 0 and architecture == 'resnet':
+            self.skip = Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2,
+                resample_filter=resample_filter, channels_last=self.channels_last)
+
+    def forward(self, x, img, ws, force_fp32=False, fused_modconv=None, update_emas=False, **layer_kwargs):
+        """x: features of the previous block (None for the first), img: its
+        image (None before the first ToRGB), ws: [N, num_conv + num_torgb, w_dim].
+        layer_kwargs (noise_mode) go to the SynthesisLayers. Returns (x, img),
+        img in float32."""
+        _ = update_emas # Nothing to update; accepted for the common network interface.
+        misc.assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim])
+        w_iter = iter(ws.unbind(dim=1))
+        if ws.device.type != 'cuda':
+            force_fp32 = True # float16 and channels_last only on CUDA.
+        dtype = torch.float16 if self.use_fp16 and not force_fp32 else torch.float32
+        memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
+        if fused_modconv is None:
+            fused_modconv = self.fused_modconv_default
+        if fused_modconv == 'inference_only':
+            fused_modconv = not self.training
+
+        if self.in_channels == 0:
+            x = self.const.to(dtype=dtype, memory_format=memory_format)
+            x = x.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+        else:
+            misc.assert_shape(x, [None, self.in_channels, self.resolution // 2, self.resolution // 2])
+            x = x.to(dtype=dtype, memory_format=memory_format)
+
+        if self.in_channels == 0:
+            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
+        elif self.architecture == 'resnet':
+            # Both branches scaled by sqrt(1/2), so that their sum keeps unit variance.
+            y = self.skip(x, gain=np.sqrt(0.5))
+            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
+            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, gain=np.sqrt(0.5), **layer_kwargs)
+            x = y + x
+        else:
+            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
+            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
+
+        # The image is accumulated in float32 whatever the block computes in.
+        if img is not None:
+            misc.assert_shape(img, [None, self.img_channels, self.resolution // 2, self.resolution // 2])
+            img = upfirdn2d.upsample2d(img, self.resample_filter)
+        if self.is_last or self.architecture == 'skip':
+            y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
+            y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+            img = img + y if img is not None else y
+
+        assert x.dtype == dtype
+        assert img is None or img.dtype == torch.float32
+        return x, img
+
+    def extra_repr(self):
+        return f'resolution={self.resolution:d}, architecture={self.architecture:s}'
+
+#----------------------------------------------------------------------------
+
+@persistence.persistent_class
+class SynthesisNetwork(torch.nn.Module):
+    """Blocks b4, b8, ... up to the image resolution; w ws -> image [N, img_channels, res, res].
+
+    num_ws counts the convolutions of all blocks plus the last ToRGB: block k
+    reads ws[w_idx : w_idx + num_conv + num_torgb] and the next block starts at
+    w_idx + num_conv, so each ToRGB shares its w with the next convolution.
+    A 256x256 generator thus takes 1 + 6 * 2 + 1 = 14 ws."""
+    def __init__(self,
+        w_dim,                      # Intermediate latent (W) dimensionality.
+        img_resolution,             # Output image resolution.
+        img_channels,               # Number of color channels.
+        channel_base    = 32768,    # Overall multiplier for the number of channels.
+        channel_max     = 512,      # Maximum number of channels in any layer.
+        num_fp16_res    = 4,        # Use FP16 for the N highest resolutions.
+        **block_kwargs,             # Arguments for SynthesisBlock.
+    ):
+        if img_resolution < 4 or img_resolution & (img_resolution - 1):
+            raise ValueError(f'img_resolution must be a power of two, at least 4, got {img_resolution}')
+        super().__init__()
+        self.w_dim = w_dim
+        self.img_resolution = img_resolution
+        self.img_resolution_log2 = int(np.log2(img_resolution))
+        self.img_channels = img_channels
+        self.num_fp16_res = num_fp16_res
+        self.block_resolutions = [2 ** i for i in range(2, self.img_resolution_log2 + 1)]
+        channels_dict = {res: min(channel_base // res, channel_max) for res in self.block_resolutions}
+        fp16_resolution = max(2 ** (self.img_resolution_log2 + 1 - num_fp16_res), 8)
+
+        self.num_ws = 0
+        for res in self.block_resolutions:
+            in_channels = channels_dict[res // 2] if res > 4 else 0
+            is_last = (res == self.img_resolution)
+            block = SynthesisBlock(in_channels, channels_dict[res], w_dim=w_dim, resolution=res,
+                img_channels=img_channels, is_last=is_last, use_fp16=(res >= fp16_resolution), **block_kwargs)
+            self.num_ws += block.num_conv
+            if is_last:
+                self.num_ws += block.num_torgb
+            setattr(self, f'b{res}', block)
+
+    def forward(self, ws, noise_mode='random', force_fp32=False, update_emas=False, **block_kwargs):
+        """ws: [N, num_ws, w_dim]; noise_mode: one of NOISE_MODES; force_fp32:
+        no float16 even in the blocks configured for it; block_kwargs:
+        fused_modconv. Returns the image [N, img_channels, img_resolution,
+        img_resolution] in float32."""
+        misc.assert_shape(ws, [None, self.num_ws, self.w_dim])
+        ws = ws.to(torch.float32)
+        block_ws = []
+        w_idx = 0
+        for res in self.block_resolutions:
+            block = getattr(self, f'b{res}')
+            block_ws.append(ws.narrow(1, w_idx, block.num_conv + block.num_torgb))
+            w_idx += block.num_conv
+
+        x = img = None
+        for res, cur_ws in zip(self.block_resolutions, block_ws):
+            x, img = getattr(self, f'b{res}')(x, img, cur_ws, noise_mode=noise_mode, force_fp32=force_fp32,
+                update_emas=update_emas, **block_kwargs)
+        return img
+
+    def extra_repr(self):
+        return (f'w_dim={self.w_dim:d}, num_ws={self.num_ws:d}, img_resolution={self.img_resolution:d}, '
+            f'img_channels={self.img_channels:d}, num_fp16_res={self.num_fp16_res:d}')
+
+#----------------------------------------------------------------------------
+
+@persistence.persistent_class
+class Generator(torch.nn.Module):
+    """StyleGAN2 generator: z, c -> mapping -> ws [N, num_ws, w_dim] -> synthesis -> image."""
+    def __init__(self,
+        z_dim,                      # Input latent (Z) dimensionality.
+        c_dim,                      # Conditioning label (C) dimensionality, 0 = unconditional.
+        w_dim,                      # Intermediate latent (W) dimensionality.
+        img_resolution,             # Output resolution.
+        img_channels,               # Number of output color channels.
+        mapping_kwargs      = {},   # Arguments for MappingNetwork.
+        **synthesis_kwargs,         # Arguments for SynthesisNetwork.
+    ):
+        super().__init__()
+        self.z_dim = z_dim
+        self.c_dim = c_dim
+        self.w_dim = w_dim
+        self.img_resolution = img_resolution
+        self.img_channels = img_channels
+        # The synthesis network first: it decides num_ws (and NVIDIA draws its initial weights first).
+        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, **synthesis_kwargs)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
+
+    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
+        """z: [N, z_dim], c: [N, c_dim]; truncation_psi < 1 pulls the ws (the
+        first truncation_cutoff of them, None = all) toward the tracked mean w;
+        update_emas: update that mean (training). synthesis_kwargs: noise_mode,
+        force_fp32, fused_modconv."""
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas)
+        return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
+
+    def extra_repr(self):
+        return (f'z_dim={self.z_dim:d}, c_dim={self.c_dim:d}, w_dim={self.w_dim:d}, '
+            f'img_resolution={self.img_resolution:d}, img_channels={self.img_channels:d}')
 
 #----------------------------------------------------------------------------
 # Discriminator.
