@@ -1,15 +1,17 @@
 """StyleGAN2 networks ("Analyzing and Improving the Image Quality of StyleGAN",
 Karras et al. 2020), as configured in NVIDIA's StyleGAN2-ADA and StyleGAN3.
 
-This module holds the discriminator that every config of this project trains
-against; the StyleGAN2 generator is to join it (see the section below).
-Class names, constructor arguments, parameter and buffer names and shapes,
-and the computation follow NVIDIA's training/networks_stylegan2.py, so the D
-of their published pickles loads into these classes. Layers are created in
-NVIDIA's order, so the same seed gives the same initial weights.
+This module holds the StyleGAN2 generator (--cfg stylegan2) and the
+discriminator that every config of this project trains against. Class names,
+constructor arguments, parameter and buffer names and shapes, and the
+computation follow NVIDIA's training/networks_stylegan2.py, so the G and D of
+their published StyleGAN2-ADA and StyleGAN3-repository pickles load into these
+classes. Layers are created in NVIDIA's order, so the same seed gives the same
+initial weights.
 
-The fully connected layer and the mapping network (used by the discriminator
-to embed class labels) are the ones of networks_creps, which are StyleGAN2's.
+The fully connected layer and the mapping network (the generator's, and the
+discriminator's label embedding) are the ones of networks_creps, which are
+StyleGAN2's.
 
 Mixed precision: blocks configured with use_fp16 compute in float16 on CUDA
 only; on any other device everything runs in float32. Everything is
