@@ -85,6 +85,14 @@ def test_state_dict_layout_skip():
     assert G.synthesis.b8.conv0.noise_strength.item() == 0 # Noise starts switched off.
     torch.testing.assert_close(G.synthesis.b8.conv0.affine.bias.detach(), torch.ones(16)) # Styles start at 1.
 
+    # NVIDIA's creation order fixes the initial weights of a seed: the const, then
+    # per layer the affine weight, the convolution weight and the constant noise.
+    torch.manual_seed(0)
+    draws = [torch.randn(shape) for shape in [[16, 4, 4], [16, 8], [16, 16, 3, 3], [4, 4], [16, 8], [3, 16, 1, 1], [16, 8]]]
+    for name, expected in zip(['b4.const', 'b4.conv1.affine.weight', 'b4.conv1.weight', 'b4.conv1.noise_const',
+            'b4.torgb.affine.weight', 'b4.torgb.weight', 'b8.conv0.affine.weight'], draws):
+        torch.testing.assert_close(state['synthesis.' + name], expected, rtol=0, atol=0)
+
 def test_state_dict_layout_resnet_conditional_no_noise():
     # res 8, 1 channel, labels; channel_base=64: 16 channels at 4, 8 at 8.
     G = tiny_generator(c_dim=3, w_dim=6, img_resolution=8, img_channels=1, channel_base=64, architecture='resnet',
@@ -133,9 +141,9 @@ def test_num_ws_and_the_w_each_layer_reads(architecture):
 def test_output_shape_and_range(architecture, resolution, img_channels, c_dim):
     G = tiny_generator(img_resolution=resolution, img_channels=img_channels, c_dim=c_dim, architecture=architecture,
         channel_base=resolution * 4, channel_max=16, conv_clamp=0.5)
-    z, c = latents(G, 3)
+    z, c = latents(G, 2)
     img = G(z, c)
-    assert img.shape == (3, img_channels, resolution, resolution) and img.dtype == torch.float32
+    assert img.shape == (2, img_channels, resolution, resolution) and img.dtype == torch.float32
     assert img.is_contiguous() and torch.isfinite(img).all() and img.std() > 0
     # ToRGB outputs are clamped to conv_clamp, and upsampling with [1,3,3,1] averages:
     # the image is bounded by the clamp times the number of ToRGBs summed.
@@ -347,13 +355,12 @@ def test_pickle_round_trip():
     torch.testing.assert_close(G2(z, c, noise_mode='const'), expected, rtol=0, atol=0)
     assert list(G2.state_dict()) == list(G.state_dict())
 
-@pytest.mark.parametrize('style_mixing_prob', [0, 0.9])
-def test_training_loss_phases(style_mixing_prob):
+def test_training_loss_phases():
     G = tiny_generator(c_dim=2, img_resolution=8, fused_modconv_default='inference_only').train()
     set_noise_strength(G, 0.1)
     torch.manual_seed(0)
     D = Discriminator(c_dim=2, img_resolution=8, img_channels=3, channel_base=64, channel_max=16)
-    loss = loss_module.StyleGAN2Loss(device='cpu', G=G, D=D, pl_weight=2, style_mixing_prob=style_mixing_prob)
+    loss = loss_module.StyleGAN2Loss(device='cpu', G=G, D=D, pl_weight=2, style_mixing_prob=0.9)
     z, c = latents(G, 4)
     real = torch.randn([4, 3, 8, 8])
     for phase in ['Gmain', 'Greg', 'Dmain', 'Dreg']:
