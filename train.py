@@ -26,6 +26,7 @@ from training import training_loop
 
 GENERATOR_CLASSES = {
     'creps': 'training.networks_creps.Generator',
+    'stylegan2': 'training.networks_stylegan2.Generator',
 }
 CONFIGS = ('creps', 'stylegan2', 'stylegan3-t', 'stylegan3-r')
 
@@ -183,7 +184,7 @@ def main(**kwargs):
     c.loss_kwargs = dnnlib.EasyDict(class_name='training.loss.StyleGAN2Loss')
 
     if opts.cfg not in GENERATOR_CLASSES:
-        raise click.BadParameter(f'the {opts.cfg} generator is not part of this version yet; use --cfg=creps', param_hint='--cfg')
+        raise click.BadParameter(f'the {opts.cfg} generator is not part of this version yet; use --cfg=creps or --cfg=stylegan2', param_hint='--cfg')
     unknown = [metric for metric in opts.metrics if not metric_main.is_valid_metric(metric)]
     if unknown:
         raise click.BadParameter(f'unknown metric {unknown[0]!r}; valid: none, {", ".join(metric_main.list_valid_metrics())}', param_hint='--metrics')
@@ -251,6 +252,9 @@ def main(**kwargs):
         c.G_kwargs.channel_max *= 2
         c.G_kwargs.biline_channels = opts.biline_channels
         c.G_kwargs.rank = opts.biline_rank
+    if opts.cfg == 'stylegan2':
+        c.G_kwargs.fused_modconv_default = 'inference_only' # Regular convolutions in training: faster than grouped ones.
+        c.loss_kwargs.style_mixing_prob = 0.9 # Style mixing regularization.
     if c.loss_kwargs.pl_weight == 0:
         c.G_reg_interval = None # Nothing to regularize: no lazy G phase.
 

@@ -197,6 +197,21 @@ def test_resume_from_a_network_pickle_fine_tunes_its_weights(dataset, tmp_path):
     name = 'synthesis.b8.fc0.weight'
     assert 0 < (tuned[name] - source[name]).abs().max() < 1e-2
 
+def test_stylegan2_config_trains_and_renders(dataset, tmp_path):
+    result = train(tmp_path / 'runs', f'--data={dataset}', '--gpus=1', '--batch=4', '--kimg=0.008', '--tick=0.004', '--workers=0',
+        '--cfg=stylegan2')
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / 'runs')
+    options = json.load(open(os.path.join(run_dir, 'training_options.json')))
+    assert options['G_kwargs']['class_name'] == 'training.networks_stylegan2.Generator'
+    assert options['loss_kwargs']['style_mixing_prob'] == 0.9 and options['G_reg_interval'] == 4
+    snapshot = sorted(glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl')))[-1]
+    out = tmp_path / 'out'
+    result = subprocess.run([sys.executable, os.path.join(REPO, 'gen_images.py'), f'--network={snapshot}', '--seeds=0',
+        f'--outdir={out}', '--device=cpu'], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert PIL.Image.open(out / 'seed0000.png').size == (16, 16)
+
 def test_metrics_run_at_snapshots_without_changing_training(dataset, tmp_path):
     args = [f'--data={dataset}', '--gpus=1', '--batch=4', '--kimg=0.008', '--tick=0.004', '--aug=noaug', '--workers=0']
     plain = train(tmp_path / 'plain', *args)
@@ -214,7 +229,7 @@ def test_metrics_run_at_snapshots_without_changing_training(dataset, tmp_path):
     (['--gpus=1', '--batch=4', '--batch-gpu=1'], '--batch-gpu=1 is smaller than --mbstd-group=2'),
     (['--gpus=1', '--batch=32'], 'has 24 images, fewer than the 32'),
     (['--gpus=1', '--batch=4', '--metrics=fid51k'], "unknown metric 'fid51k'"),
-    (['--gpus=1', '--batch=4', '--cfg=stylegan2'], '--cfg'),
+    (['--gpus=1', '--batch=4', '--cfg=stylegan3-t'], '--cfg'),
     (['--gpus=1', '--batch=4', '--resume=/nonexistent/snapshot.pkl'], '/nonexistent/snapshot.pkl: no such file'),
 ])
 def test_bad_options_fail_before_anything_starts(dataset, tmp_path, args, message):
