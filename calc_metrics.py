@@ -73,11 +73,12 @@ def detector_option(value, env, option):
 
 #----------------------------------------------------------------------------
 
-def load_snapshot(network_pkl):
-    """The dict of a network pickle (path or URL); a one-line ClickException when unusable."""
+def load_snapshot(network_pkl, trust_pickle):
+    """The dict of a network pickle (path or URL), executing its embedded code only
+    with `trust_pickle`; a one-line ClickException when unusable."""
     try:
         with dnnlib.util.open_url(network_pkl, verbose=False) as f:
-            data = legacy.load_network_pkl(f, source=network_pkl)
+            data = legacy.load_network_pkl(f, source=network_pkl, trust=trust_pickle)
     except FileNotFoundError:
         raise click.ClickException(f'{network_pkl}: no such file')
     except (legacy.NetworkPickleError, dnnlib.util.DownloadError) as err:
@@ -150,7 +151,8 @@ def subprocess_fn(rank, init_method, args):
 @click.option('--inception', help='Inception detector (FID, KID, IS)  [default: NVIDIA\'s, or $CREPS_INCEPTION]', metavar='PATH|URL|fid-helper')
 @click.option('--vgg16', help='VGG16 detector (PR, PPL)  [default: NVIDIA\'s, or $CREPS_VGG16]', metavar='PATH|URL')
 @click.option('--run-dir', help='Folder for metric-<name>.jsonl  [default: the folder of a local --network]', metavar='DIR')
-def calc_metrics(network_pkl, metrics, data, mirror, gpus, device, verbose, inception, vgg16, run_dir):
+@cli.trust_pickle_option
+def calc_metrics(network_pkl, metrics, data, mirror, gpus, device, verbose, inception, vgg16, run_dir, trust_pickle):
     """Calculate quality metrics of a training snapshot or a network pickle.
 
     Examples:
@@ -213,7 +215,7 @@ def calc_metrics(network_pkl, metrics, data, mirror, gpus, device, verbose, ince
 
     # Network.
     info(f'Loading network from "{network_pkl}"...')
-    snapshot = load_snapshot(network_pkl)
+    snapshot = load_snapshot(network_pkl, trust_pickle)
     args = dnnlib.EasyDict(metrics=metrics, num_gpus=gpus, network_pkl=network_pkl, verbose=verbose, device=str(device))
     args.G = snapshot['G_ema']
 

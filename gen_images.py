@@ -82,7 +82,8 @@ def seed_latents(G, seeds, device):
 @click.option('--precision', type=click.Choice(PRECISIONS), help='Compute precision [default: fp16 mixed on CUDA, fp32 on CPU]')
 @click.option('--device', help='Torch device', default=cli.default_device(), show_default=True)
 @click.option('--outdir', help='Where to save the output images', metavar='DIR', required=True)
-def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, scale, size, viewport, tile, batch_size, precision, device, outdir):
+@cli.trust_pickle_option
+def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, scale, size, viewport, tile, batch_size, precision, device, outdir, trust_pickle):
     """Generate images using a pretrained network pickle.
 
     \b
@@ -99,7 +100,7 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, s
 
     print(f'Loading network from "{network_pkl}"...')
     try:
-        G = legacy.load_network(network_pkl)
+        G = legacy.load_network(network_pkl, trust=trust_pickle)
     except legacy.NetworkPickleError as err:
         raise click.ClickException(str(err))
     G = G.eval().requires_grad_(False).to(device)

@@ -128,6 +128,7 @@ def launch_training(c, desc, outdir, dry_run):
 @click.option('--mirror', help='Enable dataset x-flips', metavar='BOOL', type=bool, default=False, show_default=True)
 @click.option('--aug', help='Augmentation mode', type=click.Choice(['noaug', 'ada', 'fixed']), default='ada', show_default=True)
 @click.option('--resume', help='Network pickle (fine-tune) or training state / run folder (continue exactly)', metavar='[PATH|URL|DIR]', type=str)
+@cli.trust_pickle_option
 @click.option('--freezed', help='Freeze the first layers of D', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
 # Hyperparameters.
 @click.option('--p', help='Probability for --aug=fixed', metavar='FLOAT', type=click.FloatRange(min=0, max=1), default=0.2, show_default=True)
@@ -268,6 +269,8 @@ def main(**kwargs):
 
     # Resume. Continuing a run that was itself a fine-tune keeps the fine-tune settings.
     c.resume_pkl, c.resume_state = resolve_resume(opts.resume)
+    if opts.trust_pickle:
+        c.trust_pickle = True
     saved_options = None
     if c.resume_state is not None:
         try:

@@ -79,3 +79,9 @@ def resolve_device(name):
     return device
 
 #----------------------------------------------------------------------------
+
+# Network pickles load without executing anything from the file (legacy.py); this opts in to NVIDIA's behaviour.
+trust_pickle_option = click.option('--trust-pickle', is_flag=True,
+    help="Execute the code embedded in the network pickle, as NVIDIA's loader does (only for pickles you trust)")
+
+#----------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def full_options(**kwargs):
 
 # Options an exact continuation may change: how long and how often, not what is computed.
 RESUMABLE_CHANGES = ('total_kimg', 'kimg_per_tick', 'image_snapshot_ticks', 'network_snapshot_ticks', 'metrics',
-    'data_loader_kwargs', 'run_dir', 'resume_state', 'resume_pkl', 'cudnn_benchmark', 'grid_size', 'device')
+    'data_loader_kwargs', 'run_dir', 'resume_state', 'resume_pkl', 'trust_pickle', 'cudnn_benchmark', 'grid_size', 'device')
 
 def check_resumable(saved_options, options):
     """Raise ValueError naming the first option that differs between the run
@@ -246,6 +246,7 @@ def training_loop(
     grid_size               = None,     # (columns, rows) of the image grids, None = automatic.
     resume_pkl              = None,     # Network pickle to start from (weights only), None = random init.
     resume_state            = None,     # Training-state file to continue exactly, None = start afresh.
+    trust_pickle            = False,    # Execute the code embedded in resume_pkl, as NVIDIA's loader does.
     cudnn_benchmark         = True,     # Let cuDNN pick its fastest algorithms (non-deterministic on CUDA).
     abort_fn                = None,     # Called once per tick; returning True stops training.
     progress_fn             = None,     # Called once per tick with (cur_nimg, total_nimg).
@@ -289,7 +290,7 @@ def training_loop(
     if resume_pkl is not None and resume_state is None and is_main: # The other processes get the weights by broadcast below.
         print(f'Resuming from "{resume_pkl}"')
         with dnnlib.util.open_url(resume_pkl) as f:
-            resume_data = legacy.load_network_pkl(f, source=resume_pkl)
+            resume_data = legacy.load_network_pkl(f, source=resume_pkl, trust=trust_pickle)
         for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
             if resume_data.get(name) is not None: # A pickle without D fine-tunes G against a fresh D.
                 misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
