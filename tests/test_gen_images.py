@@ -189,3 +189,18 @@ def test_cuda_requested_without_cuda(pickles, tmp_path):
     assert_clean_error(run(['--network', pickles['uncond'], '--seeds=0', '--device=cuda', '--outdir', tmp_path]), '--device', 'CUDA is not available')
 
 #----------------------------------------------------------------------------
+
+class _ShellPayload:
+    """Unpickling this runs a shell command: what a malicious 'network pickle' would do."""
+    def __init__(self, marker):
+        self.marker = marker
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+def test_code_in_a_pickle_runs_only_with_trust_pickle(tmp_path):
+    marker = tmp_path / 'ran'
+    path = write_pickle(tmp_path / 'evil.pkl', {'G_ema': _ShellPayload(marker)})
+    assert_clean_error(run(['--network', path, '--seeds=0', '--outdir', tmp_path / 'out']), 'evil.pkl', '--trust-pickle')
+    assert not marker.exists()
+    run(['--network', path, '--seeds=0', '--outdir', tmp_path / 'out', '--trust-pickle']) # Fails later: os.system returns an int.
+    assert marker.exists()
