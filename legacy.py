@@ -520,6 +520,8 @@ def export_command(network_pkl, dest, trust_pickle):
         export_safetensors(network_pkl, dest, trust=trust_pickle)
     except (NetworkPickleError, dnnlib.util.DownloadError) as err:
         raise click.ClickException(str(err))
+    except OSError as err:
+        raise click.ClickException(f'{dest}: {err.strerror or err}')
     print(f'Wrote {dest}')
 
 if __name__ == '__main__':

@@ -176,6 +176,24 @@ def test_mismatching_tensors_name_class_and_tensor(snapshot_bytes):
         load(tamper(snapshot_bytes, bad_args))
     assert_one_line(err, 'training.networks_stylegan2.Discriminator', 'no_such_argument')
 
+def test_same_class_name_in_two_modules_maps_to_the_right_one(snapshot):
+    from training import networks_creps, networks_stylegan2 # pylint: disable=import-outside-toplevel
+    torch.manual_seed(0)
+    G2 = networks_stylegan2.Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=128,
+        channel_max=16, mapping_kwargs=dict(num_layers=2)).eval().requires_grad_(False)
+    data = pickle.dumps(dict(G_ema=G2, G=snapshot['G_ema']))
+    creps_src = persistence._get_module_src(networks_creps)
+    def edit(meta): # An edited copy of each source (as a pickle from elsewhere brings) ...
+        meta['module_src'] = '# edited\n' + meta['module_src']
+    def swap(meta): # ... or even the other module's source: the tensors decide.
+        if meta['class_name'] == 'Generator' and meta['state']['_init_kwargs'].get('channel_base') == 128:
+            meta['module_src'] = creps_src
+    z = torch.randn(2, 8)
+    for variant in [data, tamper(data, edit), tamper(data, swap)]:
+        loaded = load(variant)
+        assert type(loaded['G_ema']) is networks_stylegan2.Generator and type(loaded['G']) is networks_creps.Generator
+        assert torch.equal(loaded['G_ema'](z, None, noise_mode='const'), G2(z, None, noise_mode='const'))
+
 def test_plain_data_and_containers_load():
     data = dict(G_ema=None, kwargs=dnnlib.EasyDict(a=1, b=(2, 3)), arr=np.arange(6).reshape(2, 3), scalar=np.float32(1.5),
         tensor=torch.arange(4), param=torch.nn.Parameter(torch.ones(2)), dtype=torch.float16, size=torch.Size([1, 2]),
