@@ -51,13 +51,10 @@ def compute_fid(opts, max_real, num_gen, gen_fn=None):
     detector_url = metric_utils.inception_url()
     detector_kwargs = dict(return_features=True) # The 2048 pool features, before the classifier.
 
-    mu_real, sigma_real = metric_utils.compute_feature_stats_for_dataset(
-        opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs,
-        rel_lo=0, rel_hi=0, capture_mean_cov=True, max_items=max_real).get_mean_cov()
-
-    mu_gen, sigma_gen = metric_utils.compute_feature_stats_for_generator(
-        opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs, gen_fn=gen_fn,
-        rel_lo=0, rel_hi=1, capture_mean_cov=True, max_items=num_gen).get_mean_cov()
+    real_stats, gen_stats = metric_utils.compute_feature_stats_for_dataset_and_generator(opts=opts, detector_url=detector_url,
+        detector_kwargs=detector_kwargs, max_real=max_real, num_gen=num_gen, gen_fn=gen_fn, capture_mean_cov=True)
+    mu_real, sigma_real = real_stats.get_mean_cov()
+    mu_gen, sigma_gen = gen_stats.get_mean_cov()
 
     if opts.rank != 0:
         return float('nan')

@@ -48,13 +48,9 @@ def compute_kid(opts, max_real, num_gen, num_subsets, max_subset_size):
     detector_url = metric_utils.inception_url()
     detector_kwargs = dict(return_features=True) # The 2048 pool features, before the classifier.
 
-    real_features = metric_utils.compute_feature_stats_for_dataset(
-        opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs,
-        rel_lo=0, rel_hi=0, capture_all=True, max_items=max_real).get_all()
-
-    gen_features = metric_utils.compute_feature_stats_for_generator(
-        opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs,
-        rel_lo=0, rel_hi=1, capture_all=True, max_items=num_gen).get_all()
+    real_stats, gen_stats = metric_utils.compute_feature_stats_for_dataset_and_generator(opts=opts, detector_url=detector_url,
+        detector_kwargs=detector_kwargs, max_real=max_real, num_gen=num_gen, capture_all=True)
+    real_features, gen_features = real_stats.get_all(), gen_stats.get_all()
 
     if opts.rank != 0:
         return float('nan')

@@ -611,3 +611,16 @@ def compute_feature_stats_for_generator(opts, detector_url, detector_kwargs, rel
     return stats
 
 #----------------------------------------------------------------------------
+
+def compute_feature_stats_for_dataset_and_generator(opts, detector_url, detector_kwargs, max_real, num_gen, gen_fn=None, **stats_kwargs):
+    """(dataset FeatureStats, generator FeatureStats) of the first `max_real`
+    dataset images (None = all) and `num_gen` generated images, with the
+    progress split as StyleGAN3's two-set metrics split it: the dataset pass
+    (usually a cache hit) counts for nothing, the generator for everything."""
+    real_stats = compute_feature_stats_for_dataset(opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs,
+        rel_lo=0, rel_hi=0, max_items=max_real, **stats_kwargs)
+    gen_stats = compute_feature_stats_for_generator(opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs,
+        rel_lo=0, rel_hi=1, max_items=num_gen, gen_fn=gen_fn, **stats_kwargs)
+    return real_stats, gen_stats
+
+#----------------------------------------------------------------------------

@@ -131,12 +131,9 @@ def compute_pr(opts, max_real, num_gen, nhood_size, row_batch_size, col_batch_si
     detector_url = metric_utils.vgg16_url()
     detector_kwargs = dict(return_features=True)
 
-    real_features = metric_utils.compute_feature_stats_for_dataset(
-        opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs,
-        rel_lo=0, rel_hi=0, capture_all=True, max_items=max_real).get_all_torch()
-    gen_features = metric_utils.compute_feature_stats_for_generator(
-        opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs,
-        rel_lo=0, rel_hi=1, capture_all=True, max_items=num_gen).get_all_torch()
+    real_stats, gen_stats = metric_utils.compute_feature_stats_for_dataset_and_generator(opts=opts, detector_url=detector_url,
+        detector_kwargs=detector_kwargs, max_real=max_real, num_gen=num_gen, capture_all=True)
+    real_features, gen_features = real_stats.get_all_torch(), gen_stats.get_all_torch()
 
     # Float16 as in StyleGAN3: the published figures were computed at this precision.
     real_features = real_features.to(torch.float16).to(opts.device)
