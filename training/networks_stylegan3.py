@@ -214,7 +214,9 @@ class SynthesisInput(torch.nn.Module):
         theta[1, 1] = 0.5 * self.size[1] / self.sampling_rate
         grid = torch.nn.functional.affine_grid(theta.unsqueeze(0), [1, 1, self.size[1], self.size[0]], align_corners=False) # [1, H, W, xy]
 
-        x = torch.einsum('bhwk,nck->nhwc', grid, freqs) + phases.reshape(batch_size, 1, 1, -1) # [batch, H, W, channel]
+        # Products [1, H, W, 1, xy] @ [batch, 1, 1, xy, channel], in NVIDIA's order of operations.
+        x = (grid.unsqueeze(3) @ freqs.permute(0, 2, 1).unsqueeze(1).unsqueeze(2)).squeeze(3) # [batch, H, W, channel]
+        x = x + phases.reshape(batch_size, 1, 1, -1)
         x = torch.sin(x * (np.pi * 2)) * amplitudes.reshape(batch_size, 1, 1, -1)
 
         # Learned mixing of the features.
