@@ -27,8 +27,9 @@ from training import training_loop
 GENERATOR_CLASSES = {
     'creps': 'training.networks_creps.Generator',
     'stylegan2': 'training.networks_stylegan2.Generator',
+    'stylegan3-t': 'training.networks_stylegan3.Generator',
+    'stylegan3-r': 'training.networks_stylegan3.Generator',
 }
-CONFIGS = ('creps', 'stylegan2', 'stylegan3-t', 'stylegan3-r')
 
 def parse_comma_separated_list(value):
     if isinstance(value, list):
@@ -118,7 +119,7 @@ def launch_training(c, desc, outdir, dry_run):
 @click.command()
 # Required.
 @click.option('--outdir', help='Where to make the run folder', metavar='DIR', required=True)
-@click.option('--cfg', help='Base configuration', type=click.Choice(CONFIGS), required=True)
+@click.option('--cfg', help='Base configuration', type=click.Choice(list(GENERATOR_CLASSES)), required=True)
 @click.option('--data', help='Training data (a dataset_tool.py ZIP or folder)', metavar='[ZIP|DIR]', type=str, required=True)
 @click.option('--gpus', help='Number of processes (one per GPU, or CPU processes)', metavar='INT', type=click.IntRange(min=1), required=True)
 @click.option('--batch', help='Total batch size', metavar='INT', type=click.IntRange(min=1), required=True)
@@ -184,8 +185,6 @@ def main(**kwargs):
     c.D_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.Adam', betas=[0, 0.99], eps=1e-8)
     c.loss_kwargs = dnnlib.EasyDict(class_name='training.loss.StyleGAN2Loss')
 
-    if opts.cfg not in GENERATOR_CLASSES:
-        raise click.BadParameter(f'the {opts.cfg} generator is not part of this version yet; use --cfg=creps or --cfg=stylegan2', param_hint='--cfg')
     unknown = [metric for metric in opts.metrics if not metric_main.is_valid_metric(metric)]
     if unknown:
         raise click.BadParameter(f'unknown metric {unknown[0]!r}; valid: none, {", ".join(metric_main.list_valid_metrics())}', param_hint='--metrics')
@@ -247,7 +246,8 @@ def main(**kwargs):
     c.ema_kimg = c.batch_size * 10 / 32
     c.G_kwargs.class_name = GENERATOR_CLASSES[opts.cfg]
     c.G_reg_interval = 4 # Lazy path-length regularization.
-    c.loss_kwargs.pl_weight = 2 if opts.pl_weight is None else opts.pl_weight
+    is_stylegan3 = opts.cfg.startswith('stylegan3')
+    c.loss_kwargs.pl_weight = (0 if is_stylegan3 else 2) if opts.pl_weight is None else opts.pl_weight # StyleGAN3 has none.
     if opts.cfg == 'creps':
         c.G_kwargs.channel_base *= 2 # CREPS's line layers are twice as wide as StyleGAN2's convolutions.
         c.G_kwargs.channel_max *= 2
@@ -256,6 +256,15 @@ def main(**kwargs):
     if opts.cfg == 'stylegan2':
         c.G_kwargs.fused_modconv_default = 'inference_only' # Regular convolutions in training: faster than grouped ones.
         c.loss_kwargs.style_mixing_prob = 0.9 # Style mixing regularization.
+    if is_stylegan3:
+        c.G_kwargs.magnitude_ema_beta = 0.5 ** (c.batch_size / (20 * 1e3))
+    if opts.cfg == 'stylegan3-r':
+        c.G_kwargs.conv_kernel = 1 # 1x1 convolutions.
+        c.G_kwargs.channel_base *= 2 # Twice the feature maps.
+        c.G_kwargs.channel_max *= 2
+        c.G_kwargs.use_radial_filters = True # Radially symmetric downsampling filters.
+        c.loss_kwargs.blur_init_sigma = 10 # Blur the images D sees ...
+        c.loss_kwargs.blur_fade_kimg = c.batch_size * 200 / 32 # ... fading out over the first kimg.
     if c.loss_kwargs.pl_weight == 0:
         c.G_reg_interval = None # Nothing to regularize: no lazy G phase.
 

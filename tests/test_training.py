@@ -197,14 +197,20 @@ def test_resume_from_a_network_pickle_fine_tunes_its_weights(dataset, tmp_path):
     name = 'synthesis.b8.fc0.weight'
     assert 0 < (tuned[name] - source[name]).abs().max() < 1e-2
 
-def test_stylegan2_config_trains_and_renders(dataset, tmp_path):
+@pytest.mark.parametrize('cfg, module, settings', [
+    ('stylegan2', 'networks_stylegan2', dict(G_reg_interval=4, style_mixing_prob=0.9)),
+    ('stylegan3-t', 'networks_stylegan3', dict(G_reg_interval=None)),
+    ('stylegan3-r', 'networks_stylegan3', dict(G_reg_interval=None, blur_init_sigma=10, use_radial_filters=True)),
+])
+def test_stylegan_configs_train_and_render(dataset, tmp_path, cfg, module, settings):
     result = train(tmp_path / 'runs', f'--data={dataset}', '--gpus=1', '--batch=4', '--kimg=0.008', '--tick=0.004', '--workers=0',
-        '--cfg=stylegan2')
+        f'--cfg={cfg}')
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = only_run_dir(tmp_path / 'runs')
     options = json.load(open(os.path.join(run_dir, 'training_options.json')))
-    assert options['G_kwargs']['class_name'] == 'training.networks_stylegan2.Generator'
-    assert options['loss_kwargs']['style_mixing_prob'] == 0.9 and options['G_reg_interval'] == 4
+    assert options['G_kwargs']['class_name'] == f'training.{module}.Generator'
+    flat = {**options, **options['loss_kwargs'], **options['G_kwargs']}
+    assert {key: flat.get(key) for key in settings} == settings
     snapshot = sorted(glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl')))[-1]
     out = tmp_path / 'out'
     result = subprocess.run([sys.executable, os.path.join(REPO, 'gen_images.py'), f'--network={snapshot}', '--seeds=0',
@@ -229,7 +235,7 @@ def test_metrics_run_at_snapshots_without_changing_training(dataset, tmp_path):
     (['--gpus=1', '--batch=4', '--batch-gpu=1'], '--batch-gpu=1 is smaller than --mbstd-group=2'),
     (['--gpus=1', '--batch=32'], 'has 24 images, fewer than the 32'),
     (['--gpus=1', '--batch=4', '--metrics=fid51k'], "unknown metric 'fid51k'"),
-    (['--gpus=1', '--batch=4', '--cfg=stylegan3-t'], '--cfg'),
+    (['--gpus=1', '--batch=4', '--cfg=stylegan4'], '--cfg'),
     (['--gpus=1', '--batch=4', '--resume=/nonexistent/snapshot.pkl'], '/nonexistent/snapshot.pkl: no such file'),
 ])
 def test_bad_options_fail_before_anything_starts(dataset, tmp_path, args, message):
