@@ -61,6 +61,31 @@ def generate(G, z, c, truncation_psi=1, noise_mode='const', lines=None, tile=Non
                 on_tile()
         return images
 
+def content_transform(translate, rotate):
+    """3x3 matrix that moves image content by `translate` (x, y, in image
+    widths) after rotating it by `rotate` degrees counter-clockwise."""
+    angle = np.deg2rad(rotate)
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, s, translate[0]], [-s, c, translate[1]], [0, 0, 1]])
+
+def apply_translate_rotate(G, translate, rotate, viewport):
+    """Apply --translate/--rotate: through the Fourier input's transform for
+    StyleGAN3 (as NVIDIA's gen_images), by shifting the viewport for networks
+    that take coordinate lines (translation only); returns the viewport."""
+    if translate == (0, 0) and rotate == 0:
+        return viewport
+    synthesis_input = getattr(G.synthesis, 'input', None)
+    if hasattr(synthesis_input, 'transform'):
+        # The input samples its features at transform @ p: the inverse moves the content forward.
+        synthesis_input.transform.copy_(torch.from_numpy(np.linalg.inv(content_transform(translate, rotate))))
+        return viewport
+    if render.supports_lines(G.synthesis) and rotate == 0:
+        x0, x1, y0, y1 = viewport or (0, 1, 0, 1)
+        return (x0 - translate[0], x1 - translate[0], y0 - translate[1], y1 - translate[1])
+    what = '--rotate needs a StyleGAN3 network (a row-column network cannot rotate its lines)' if render.supports_lines(G.synthesis) \
+        else '--translate and --rotate need a StyleGAN3 or CREPS network'
+    raise click.UsageError(f'{type(G).__module__}.{type(G).__name__}: {what}')
+
 def seed_latents(G, seeds, device):
     """The latent of each seed, drawn as in NVIDIA's scripts so that seeds give the same images."""
     z = np.stack([np.random.RandomState(seed).randn(G.z_dim) for seed in seeds])
@@ -77,13 +102,15 @@ def seed_latents(G, seeds, device):
 @click.option('--scale', type=click.FloatRange(min=0, min_open=True), help='Output scale relative to the training resolution, any positive float', default=1, show_default=True)
 @click.option('--size', type=cli.Size(), help='Output size WxH; samples the viewport with exactly this many pixels')
 @click.option('--viewport', type=cli.FloatTuple(4, '0,1,0,1'), help='Region x0,x1,y0,y1 of the continuous image domain ([0,1] is the training frame; may extend beyond)')
+@click.option('--translate', type=cli.FloatTuple(2, '0.1,-0.3'), help='Move the content by x,y image widths (StyleGAN3, CREPS)', default='0,0', show_default=True)
+@click.option('--rotate', type=float, help='Rotate the content by this many degrees (StyleGAN3)', default=0, show_default=True)
 @click.option('--tile', type=click.IntRange(min=1), help='Render in tiles of this many pixels square [default: automatic for large outputs]')
 @click.option('--batch', 'batch_size', type=click.IntRange(min=1), help='Images rendered at once', default=1, show_default=True)
 @click.option('--precision', type=click.Choice(PRECISIONS), help='Compute precision [default: fp16 mixed on CUDA, fp32 on CPU]')
 @click.option('--device', help='Torch device', default=cli.default_device(), show_default=True)
 @click.option('--outdir', help='Where to save the output images', metavar='DIR', required=True)
 @cli.trust_pickle_option
-def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, scale, size, viewport, tile, batch_size, precision, device, outdir, trust_pickle):
+def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, scale, size, viewport, translate, rotate, tile, batch_size, precision, device, outdir, trust_pickle):
     """Generate images using a pretrained network pickle.
 
     \b
@@ -104,6 +131,7 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, s
     except legacy.NetworkPickleError as err:
         raise click.ClickException(str(err))
     G = G.eval().requires_grad_(False).to(device)
+    viewport = apply_translate_rotate(G, tuple(translate), rotate, viewport)
 
     lines, num_tiles = None, 1
     if render.supports_lines(G.synthesis):

@@ -204,3 +204,31 @@ def test_code_in_a_pickle_runs_only_with_trust_pickle(tmp_path):
     assert not marker.exists()
     run(['--network', path, '--seeds=0', '--outdir', tmp_path / 'out', '--trust-pickle']) # Fails later: os.system returns an int.
     assert marker.exists()
+
+def test_translate_moves_a_creps_image_like_its_viewport(pickles, tmp_path):
+    run_ok(['--network', pickles['uncond'], '--seeds=3', '--translate=0.25,-0.5', '--outdir', tmp_path / 'moved'])
+    run_ok(['--network', pickles['uncond'], '--seeds=3', '--viewport=-0.25,0.75,0.5,1.5', '--outdir', tmp_path / 'viewport'])
+    assert np.array_equal(load(tmp_path / 'moved' / 'seed0003.png'), load(tmp_path / 'viewport' / 'seed0003.png'))
+    assert_clean_error(run(['--network', pickles['uncond'], '--seeds=3', '--rotate=10', '--outdir', tmp_path / 'r']), '--rotate')
+
+def test_translate_and_rotate_stylegan3(tmp_path):
+    from training.networks_stylegan3 import Generator as StyleGAN3Generator
+    torch.manual_seed(0)
+    G = StyleGAN3Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=512, channel_max=32, num_layers=6)
+    path = write_pickle(tmp_path / 'sg3.pkl', {'G_ema': G.eval()})
+    images = {}
+    for name, args in [('plain', []), ('zero', ['--translate=0,0', '--rotate=0']), ('moved', ['--translate=0.25,0']), ('turned', ['--rotate=90'])]:
+        run_ok(['--network', path, '--seeds=1', '--outdir', tmp_path / name, *args])
+        images[name] = load(tmp_path / name / 'seed0001.png').astype(np.float64)
+    assert np.array_equal(images['plain'], images['zero'])
+    # A quarter of the width to the right: the left 3/4 of the original reappears shifted by 4 pixels (roughly:
+    # an untrained network is not equivariant), much closer than the unshifted image.
+    shifted_error = np.abs(images['moved'][:, 4:] - images['plain'][:, :-4]).mean()
+    assert shifted_error < 0.5 * np.abs(images['moved'][:, 4:] - images['plain'][:, 4:]).mean()
+    assert not np.array_equal(images['turned'], images['plain'])
+
+def test_translate_needs_a_continuous_input(tmp_path):
+    from training.networks_stylegan2 import Generator as StyleGAN2Generator
+    G = StyleGAN2Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=3, channel_base=64, channel_max=8)
+    path = write_pickle(tmp_path / 'sg2.pkl', {'G_ema': G.eval()})
+    assert_clean_error(run(['--network', path, '--seeds=1', '--translate=0.1,0', '--outdir', tmp_path / 'o']), '--translate')
