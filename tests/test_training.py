@@ -230,6 +230,15 @@ def test_metrics_run_at_snapshots_without_changing_training(dataset, tmp_path):
     # Metrics draw random numbers of their own; the training run is the same with or without them.
     assert_states_equal(final_state(run_dir), final_state(only_run_dir(tmp_path / 'plain')))
 
+def test_stylegan3_r_fine_tunes_from_its_snapshot(dataset, tmp_path):
+    args = [f'--data={dataset}', '--gpus=1', '--batch=4', '--kimg=0.004', '--workers=0', '--aug=noaug', '--cfg=stylegan3-r']
+    result = train(tmp_path / 'base', *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    pkl = glob.glob(os.path.join(only_run_dir(tmp_path / 'base'), 'network-snapshot-*.pkl'))[0]
+    result = train(tmp_path / 'tuned', *args, f'--resume={pkl}')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f'Resuming from "{pkl}"' in open(os.path.join(only_run_dir(tmp_path / 'tuned'), 'log.txt')).read()
+
 @pytest.mark.parametrize('args, message', [
     (['--gpus=2', '--batch=5'], '--batch=5 is not a multiple of --gpus=2'),
     (['--gpus=1', '--batch=4', '--batch-gpu=1'], '--batch-gpu=1 is smaller than --mbstd-group=2'),
