@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from torch_utils import training_stats
+from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import upfirdn2d
 
 #----------------------------------------------------------------------------
@@ -170,7 +171,8 @@ class StyleGAN2Loss:
             training_stats.report('Loss/D/loss', fake_loss + loss)
             total = total + loss
         if with_r1:
-            r1_grads, = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real_img], create_graph=True)
+            with conv2d_gradfix.no_weight_gradients(): # Only the image gradient is wanted here.
+                r1_grads, = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real_img], create_graph=True)
             r1_penalty = r1_grads.square().sum([1, 2, 3])
             training_stats.report('Loss/r1_penalty', r1_penalty)
             loss_r1 = r1_penalty * (self.r1_gamma / 2)

@@ -16,13 +16,15 @@ reordered where that is cheaper (the filter before a strided convolution, a
 1x1 convolution on the smaller side, a transposed convolution for upsampling);
 the result is the same up to rounding.
 
-Convolutions are torch.nn.functional.conv2d / conv_transpose2d, which are
-differentiable twice, as R1 regularization needs.
+Convolutions go through conv2d_gradfix: differentiable twice, as R1
+regularization needs, and able to skip weight gradients where only the input
+gradient is wanted (no_weight_gradients).
 """
 
 import torch
 
 from .. import misc
+from . import conv2d_gradfix
 from . import upfirdn2d
 from .upfirdn2d import _get_filter_size, _parse_padding
 
@@ -38,8 +40,8 @@ def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True
     if not flip_weight and (kh > 1 or kw > 1):
         w = w.flip([2, 3])
     if transpose:
-        return torch.nn.functional.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
-    return torch.nn.functional.conv2d(x, w, stride=stride, padding=padding, groups=groups)
+        return conv2d_gradfix.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
+    return conv2d_gradfix.conv2d(x, w, stride=stride, padding=padding, groups=groups)
 
 #----------------------------------------------------------------------------
 
