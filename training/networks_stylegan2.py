@@ -27,6 +27,7 @@ from torch_utils import persistence
 from torch_utils.ops import bias_act
 from torch_utils.ops import conv2d_resample
 from torch_utils.ops import upfirdn2d
+from training import generator
 from training.networks_creps import FullyConnectedLayer, MappingNetwork
 
 #----------------------------------------------------------------------------
@@ -455,39 +456,10 @@ class SynthesisNetwork(torch.nn.Module):
 #----------------------------------------------------------------------------
 
 @persistence.persistent_class
-class Generator(torch.nn.Module):
+class Generator(generator.MappedGenerator):
     """StyleGAN2 generator: z, c -> mapping -> ws [N, num_ws, w_dim] -> synthesis -> image."""
-    def __init__(self,
-        z_dim,                      # Input latent (Z) dimensionality.
-        c_dim,                      # Conditioning label (C) dimensionality, 0 = unconditional.
-        w_dim,                      # Intermediate latent (W) dimensionality.
-        img_resolution,             # Output resolution.
-        img_channels,               # Number of output color channels.
-        mapping_kwargs      = {},   # Arguments for MappingNetwork.
-        **synthesis_kwargs,         # Arguments for SynthesisNetwork.
-    ):
-        super().__init__()
-        self.z_dim = z_dim
-        self.c_dim = c_dim
-        self.w_dim = w_dim
-        self.img_resolution = img_resolution
-        self.img_channels = img_channels
-        # The synthesis network first: it decides num_ws (and NVIDIA draws its initial weights first).
-        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, **synthesis_kwargs)
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
-
-    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
-        """z: [N, z_dim], c: [N, c_dim]; truncation_psi < 1 pulls the ws (the
-        first truncation_cutoff of them, None = all) toward the tracked mean w;
-        update_emas: update that mean (training). synthesis_kwargs: noise_mode,
-        force_fp32, fused_modconv."""
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas)
-        return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
-
-    def extra_repr(self):
-        return (f'z_dim={self.z_dim:d}, c_dim={self.c_dim:d}, w_dim={self.w_dim:d}, '
-            f'img_resolution={self.img_resolution:d}, img_channels={self.img_channels:d}')
+    mapping_class = MappingNetwork
+    synthesis_class = SynthesisNetwork
 
 #----------------------------------------------------------------------------
 # Discriminator.

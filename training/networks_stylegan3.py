@@ -20,6 +20,7 @@ from torch_utils import misc
 from torch_utils import persistence
 from torch_utils.ops import bias_act
 from torch_utils.ops import filtered_lrelu
+from training import generator
 
 #----------------------------------------------------------------------------
 
@@ -457,28 +458,9 @@ class SynthesisNetwork(torch.nn.Module):
 #----------------------------------------------------------------------------
 
 @persistence.persistent_class
-class Generator(torch.nn.Module):
-    def __init__(self,
-        z_dim,                  # Input latent (Z) dimensionality.
-        c_dim,                  # Conditioning label (C) dimensionality.
-        w_dim,                  # Intermediate latent (W) dimensionality.
-        img_resolution,         # Output resolution.
-        img_channels,           # Number of output color channels.
-        mapping_kwargs  = {},   # Arguments for MappingNetwork.
-        **synthesis_kwargs,     # Arguments for SynthesisNetwork.
-    ):
-        super().__init__()
-        self.z_dim = z_dim
-        self.c_dim = c_dim
-        self.w_dim = w_dim
-        self.img_resolution = img_resolution
-        self.img_channels = img_channels
-        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, **synthesis_kwargs)
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
-
-    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas)
-        return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
+class Generator(generator.MappedGenerator):
+    """StyleGAN3 generator: its own mapping network and the alias-free synthesis network."""
+    mapping_class = MappingNetwork
+    synthesis_class = SynthesisNetwork
 
 #----------------------------------------------------------------------------
