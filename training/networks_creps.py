@@ -82,6 +82,22 @@ def modulated_fc(
 
 #----------------------------------------------------------------------------
 
+def fully_connected(x, weight, bias, weight_gain, bias_gain, activation):
+    """x times (weight * weight_gain) transposed, plus bias * bias_gain, then the
+    activation, in x's dtype. x: [N, in] or, applied at every position, [N, in, P].
+    The equalized-learning-rate layer of every mapping network."""
+    w = weight.to(x.dtype) * weight_gain
+    b = bias
+    if b is not None:
+        b = b.to(x.dtype)
+        if bias_gain != 1:
+            b = b * bias_gain
+    if x.ndim == 3:
+        return bias_act.bias_act(torch.matmul(w, x), b, dim=1, act=activation)
+    if activation == 'linear' and b is not None:
+        return torch.addmm(b.unsqueeze(0), x, w.t())
+    return bias_act.bias_act(x.matmul(w.t()), b, act=activation)
+
 @persistence.persistent_class
 class FullyConnectedLayer(torch.nn.Module):
     def __init__(self,
@@ -104,17 +120,7 @@ class FullyConnectedLayer(torch.nn.Module):
 
     def forward(self, x):
         """x: [N, in_features] or, applied at every position, [N, in_features, num_positions]."""
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias
-        if b is not None:
-            b = b.to(x.dtype)
-            if self.bias_gain != 1:
-                b = b * self.bias_gain
-        if x.ndim == 3:
-            return bias_act.bias_act(torch.matmul(w, x), b, dim=1, act=self.activation)
-        if self.activation == 'linear' and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act.bias_act(x.matmul(w.t()), b, act=self.activation)
+        return fully_connected(x, self.weight, self.bias, self.weight_gain, self.bias_gain, self.activation)
 
     def extra_repr(self):
         return f'in_features={self.in_features:d}, out_features={self.out_features:d}, activation={self.activation:s}'

@@ -21,6 +21,7 @@ from torch_utils import persistence
 from torch_utils.ops import bias_act
 from torch_utils.ops import filtered_lrelu
 from training import generator
+from training.networks_creps import fully_connected
 
 #----------------------------------------------------------------------------
 
@@ -82,15 +83,7 @@ class FullyConnectedLayer(torch.nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x):
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias
-        if b is not None:
-            b = b.to(x.dtype)
-            if self.bias_gain != 1:
-                b = b * self.bias_gain
-        if self.activation == 'linear' and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act.bias_act(x.matmul(w.t()), b, act=self.activation)
+        return fully_connected(x, self.weight, self.bias, self.weight_gain, self.bias_gain, self.activation)
 
     def extra_repr(self):
         return f'in_features={self.in_features:d}, out_features={self.out_features:d}, activation={self.activation:s}'
