@@ -16,31 +16,11 @@ from training.networks_creps import PRECISIONS, default_precision
 
 #----------------------------------------------------------------------------
 
-TILE_BUDGET_BYTES = 256 << 20 # Auto tiling: largest float32 output tile (batch x pixels x channels) rendered at once.
-
 def save_png(img, path):
     """Write a uint8 HWC array as PNG atomically: a crash never leaves a truncated file at `path`."""
     mode = {1: 'L', 3: 'RGB', 4: 'RGBA'}[img.shape[2]]
     with dnnlib.util.atomic_write(path) as f:
         PIL.Image.fromarray(img[:, :, 0] if mode == 'L' else img, mode).save(f, format='PNG')
-
-def to_uint8(img):
-    """Float image tensor [N, C, H, W] in [-1, 1] -> uint8 numpy [N, H, W, C]."""
-    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
-
-def make_labels(G, class_idx, batch_size, device):
-    """One-hot labels for `class_idx`, checked against the network's conditioning."""
-    c = torch.zeros([batch_size, G.c_dim], device=device)
-    if G.c_dim == 0:
-        if class_idx is not None:
-            raise click.BadParameter('the network is unconditional; remove --class', param_hint='--class')
-        return c
-    if class_idx is None:
-        raise click.BadParameter(f'the network is conditional: choose a class with --class (0 to {G.c_dim - 1})', param_hint='--class')
-    if class_idx >= G.c_dim:
-        raise click.BadParameter(f'class {class_idx} is out of range: the network has classes 0 to {G.c_dim - 1}', param_hint='--class')
-    c[:, class_idx] = 1
-    return c
 
 def generate(G, z, c, truncation_psi=1, noise_mode='const', lines=None, tile=None, precision='fp32', on_tile=None):
     """Images uint8 [N, H, W, C] for latents `z` and labels `c`.
@@ -50,16 +30,8 @@ def generate(G, z, c, truncation_psi=1, noise_mode='const', lines=None, tile=Non
     after each. Other networks render at their training resolution.
     """
     with torch.no_grad():
-        if lines is None:
-            return to_uint8(G(z, c, truncation_psi=truncation_psi, noise_mode=noise_mode))
-        rows, cols = lines
         ws = G.mapping(z, c, truncation_psi=truncation_psi)
-        images = np.empty([z.shape[0], len(rows), len(cols), G.img_channels], dtype=np.uint8)
-        for i, j, img in render.render_tiles(G.synthesis, ws, rows, cols, tile=tile, precision=precision):
-            images[:, i : i + img.shape[2], j : j + img.shape[3]] = to_uint8(img)
-            if on_tile is not None:
-                on_tile()
-        return images
+        return render.render_images(G.synthesis, ws, lines, tile=tile, precision=precision, on_tile=on_tile, noise_mode=noise_mode)
 
 def content_transform(translate, rotate):
     """3x3 matrix that moves image content by `translate` (x, y, in image
@@ -85,11 +57,6 @@ def apply_translate_rotate(G, translate, rotate, viewport):
     what = '--rotate needs a StyleGAN3 network (a row-column network cannot rotate its lines)' if render.supports_lines(G.synthesis) \
         else '--translate and --rotate need a StyleGAN3 or CREPS network'
     raise click.UsageError(f'{type(G).__module__}.{type(G).__name__}: {what}')
-
-def seed_latents(G, seeds, device):
-    """The latent of each seed, drawn as in NVIDIA's scripts so that seeds give the same images."""
-    z = np.stack([np.random.RandomState(seed).randn(G.z_dim) for seed in seeds])
-    return torch.from_numpy(z).to(device=device, dtype=torch.float32)
 
 #----------------------------------------------------------------------------
 
@@ -121,9 +88,7 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, s
     python gen_images.py --network=g.pkl --seeds=7 --size=1920x1080 --viewport=0.2,0.6,0.3,0.525 --tile=512 --outdir=out
     """
     device = cli.resolve_device(device)
-    precision = precision or default_precision(device)
-    if precision == 'fp16' and device.type != 'cuda':
-        raise click.BadParameter('fp16 needs a CUDA device; use fp32 or bf16 on the CPU', param_hint='--precision')
+    precision = cli.resolve_precision(precision, device, default_precision(device))
 
     print(f'Loading network from "{network_pkl}"...')
     try:
@@ -137,13 +102,13 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, s
     if render.supports_lines(G.synthesis):
         lines = render.lines_for_viewport(G.img_resolution, viewport or (0, 1, 0, 1), scale=scale, size=size)
         height, width = len(lines[0]), len(lines[1])
-        tile = tile or render.auto_tile(batch_size, height, width, G.img_channels, TILE_BUDGET_BYTES)
+        tile = tile or render.auto_tile(batch_size, height, width, G.img_channels)
         num_tiles = len(list(render.tiles(height, width, tile)))
         print(f'Rendering {width}x{height} pixels' + (f' in {num_tiles} tiles of {tile}x{tile}' if num_tiles > 1 else ''))
     elif scale != 1 or size is not None or viewport is not None or tile is not None:
         raise click.UsageError(f'{type(G).__module__}.{type(G).__name__} renders only at its training resolution: --scale, --size, --viewport and --tile need a CREPS network')
 
-    labels = make_labels(G, class_idx, batch_size, device)
+    labels = cli.class_labels(G, class_idx, batch_size, device)
     try:
         os.makedirs(outdir, exist_ok=True)
     except OSError as err:
@@ -151,7 +116,7 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, s
     with tqdm.tqdm(total=len(seeds) * num_tiles, unit='tile' if num_tiles > 1 else 'img', desc='Generating') as progress:
         for start in range(0, len(seeds), batch_size):
             batch_seeds = seeds[start : start + batch_size]
-            images = generate(G, seed_latents(G, batch_seeds, device), labels[:len(batch_seeds)], truncation_psi=truncation_psi,
+            images = generate(G, cli.seed_latents(G, batch_seeds, device), labels[:len(batch_seeds)], truncation_psi=truncation_psi,
                 noise_mode=noise_mode, lines=lines, tile=tile, precision=precision, on_tile=lambda: progress.update(len(batch_seeds)))
             if lines is None:
                 progress.update(len(batch_seeds))

@@ -208,22 +208,33 @@ def _umask():
     return mask
 
 @contextlib.contextmanager
-def atomic_write(path: str, mode: str = 'wb'):
-    """Open a temporary file beside `path` for writing and move it onto
-    `path` when the block completes: readers, and a crash at any moment,
-    see either the old file or the whole new one, never a partial write.
-    The file gets the usual permissions (0666 minus the umask)."""
+def atomic_output_path(path: str):
+    """Yield a temporary path beside `path`, for a writer that needs a file name
+    (ffmpeg, say), and move the file onto `path` when the block completes; it is
+    removed if the block fails. The temporary name ends with `path`'s name, so
+    tools that go by the extension see the right one. The file gets the usual
+    permissions (0666 minus the umask)."""
     fd, temp_path = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-', suffix='-' + os.path.basename(path))
     try:
         os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, mode) as f:
+        os.close(fd)
+        yield temp_path
+        os.replace(temp_path, path)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.unlink(temp_path)
+        raise
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = 'wb'):
+    """Open a temporary file beside `path` for writing and move it onto
+    `path` when the block completes: readers, and a crash at any moment,
+    see either the old file or the whole new one, never a partial write."""
+    with atomic_output_path(path) as temp_path:
+        with open(temp_path, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        os.unlink(temp_path)
-        raise
 
 #----------------------------------------------------------------------------
 # Cache folder.

@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 
 import dnnlib
+from torch_utils import render
 
 #----------------------------------------------------------------------------
 # Detector networks and their overrides.
@@ -570,11 +571,6 @@ def compute_feature_stats_for_dataset(opts, detector_url, detector_kwargs, rel_l
         stats.save(cache_file)
     return stats
 
-def images_to_uint8(img):
-    """Generator output, float [N, C, H, W] in [-1, 1], as the uint8 images the
-    detectors see, rounded as NVIDIA's metrics round them."""
-    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-
 @torch.no_grad()
 def compute_feature_stats_for_generator(opts, detector_url, detector_kwargs, rel_lo=0, rel_hi=1, batch_size=64, batch_gen=None, gen_fn=None, **stats_kwargs):
     """FeatureStats of generated images until stats_kwargs['max_items'] are done.
@@ -604,7 +600,7 @@ def compute_feature_stats_for_generator(opts, detector_url, detector_kwargs, rel
         # The last round generates only what is still missing (every process the same number).
         missing_per_process = -(-(stats.max_items - stats.num_items) // opts.num_gpus)
         num_gen_batches = min(batch_size // batch_gen, -(-missing_per_process // batch_gen))
-        images = [images_to_uint8(gen_fn(G, next(z_iter), next(c_iter))) for _i in range(num_gen_batches)]
+        images = [render.quantize(gen_fn(G, next(z_iter), next(c_iter))) for _i in range(num_gen_batches)]
         features = detector(_to_detector_input(torch.cat(images)), **detector_kwargs)
         stats.append_torch(features, num_gpus=opts.num_gpus, rank=opts.rank)
         progress.update(stats.num_items)

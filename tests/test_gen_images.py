@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import gen_images
+from torch_utils import render
 from training.networks_creps import Generator
 
 from clitest import assert_clean_error, invoke, invoke_ok
@@ -106,7 +107,7 @@ def test_viewport(pickles, tmp_path):
 
 def test_automatic_tiling_gives_same_pixels(pickles, tmp_path, monkeypatch):
     run_ok(['--network', pickles['uncond'], '--seeds=1', '--scale=3', '--outdir', tmp_path / 'one'])
-    monkeypatch.setattr(gen_images, 'TILE_BUDGET_BYTES', 20 * 20 * 3 * 4) # Forces 16-pixel tiles.
+    monkeypatch.setattr(render, 'TILE_BUDGET_BYTES', 20 * 20 * 3 * 4) # Forces 16-pixel tiles.
     result = run_ok(['--network', pickles['uncond'], '--seeds=1', '--scale=3', '--outdir', tmp_path / 'auto'])
     assert 'tiles of 16x16' in result.output
     assert np.array_equal(load(tmp_path / 'one' / 'seed0001.png'), load(tmp_path / 'auto' / 'seed0001.png'))

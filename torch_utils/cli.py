@@ -1,13 +1,14 @@
-"""Option types and checks shared by the command-line scripts (click).
+"""Option types, checks and helpers shared by the command-line scripts (click).
 
-Each type turns a malformed value into click's one-line usage error naming the
-option, never a traceback.
+Each type and check turns a malformed value into click's one-line usage error
+naming the option, never a traceback.
 """
 
 import math
 import re
 
 import click
+import numpy as np
 import torch
 
 #----------------------------------------------------------------------------
@@ -32,15 +33,22 @@ class IntRange(click.ParamType):
         return result
 
 class Size(click.ParamType):
-    """Width and height: 'WxH' -> (W, H), both positive."""
-    name = 'WxH'
+    """Two positive integers: 'WxH' -> (W, H).
+
+    what:       What the pair is, for the error message.
+    example:    A valid value, for the error message.
+    """
+    def __init__(self, what='a size', example='1920x1080 (positive width x height)', name='WxH'):
+        self.what = what
+        self.example = example
+        self.name = name
 
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
             return value
         m = re.fullmatch(r'\s*(\d+)\s*[xX]\s*(\d+)\s*', str(value))
         if m is None or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-            self.fail(f'{value!r} is not a size such as 1920x1080 (positive width x height)', param, ctx)
+            self.fail(f'{value!r} is not {self.what} such as {self.example}', param, ctx)
         return int(m.group(1)), int(m.group(2))
 
 class FloatTuple(click.ParamType):
@@ -77,6 +85,35 @@ def resolve_device(name):
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise click.BadParameter(f'{name!r} requested but CUDA is not available on this machine; use --device=cpu', param_hint='--device')
     return device
+
+def resolve_precision(precision, device, default):
+    """`precision`, or `default` when None, checked against the device (--precision)."""
+    precision = precision or default
+    if precision == 'fp16' and device.type != 'cuda':
+        raise click.BadParameter('fp16 needs a CUDA device; use fp32 or bf16 on the CPU', param_hint='--precision')
+    return precision
+
+#----------------------------------------------------------------------------
+# Latents and labels.
+
+def seed_latents(G, seeds, device):
+    """The latent of each seed, drawn as in NVIDIA's scripts so that seeds give the same images."""
+    z = np.stack([np.random.RandomState(seed).randn(G.z_dim) for seed in seeds])
+    return torch.from_numpy(z).to(device=device, dtype=torch.float32)
+
+def class_labels(G, class_idx, batch_size, device):
+    """One-hot labels [batch_size, c_dim] for --class, checked against the network's conditioning."""
+    c = torch.zeros([batch_size, G.c_dim], device=device)
+    if G.c_dim == 0:
+        if class_idx is not None:
+            raise click.BadParameter('the network is unconditional; remove --class', param_hint='--class')
+        return c
+    if class_idx is None:
+        raise click.BadParameter(f'the network is conditional: choose a class with --class (0 to {G.c_dim - 1})', param_hint='--class')
+    if class_idx >= G.c_dim:
+        raise click.BadParameter(f'class {class_idx} is out of range: the network has classes 0 to {G.c_dim - 1}', param_hint='--class')
+    c[:, class_idx] = 1
+    return c
 
 #----------------------------------------------------------------------------
 

@@ -21,6 +21,9 @@ import torch
 
 #----------------------------------------------------------------------------
 
+TILE_BUDGET_BYTES = 256 << 20 # Automatic tiling: largest float32 output tile (batch x pixels x channels) rendered at once.
+
+
 def supports_lines(synthesis):
     """Can this synthesis network render at arbitrary coordinate lines?"""
     return hasattr(synthesis, 'line_stage') and hasattr(synthesis, 'pixel_stage')
@@ -80,8 +83,10 @@ def tiles(height, width, tile):
         for j in range(0, width, tw):
             yield i, min(i + th, height), j, min(j + tw, width)
 
-def auto_tile(batch_size, height, width, channels, budget_bytes):
-    """Tile side that keeps a float32 output tile within `budget_bytes`, None if the whole frame fits."""
+def auto_tile(batch_size, height, width, channels, budget_bytes=None):
+    """Tile side that keeps a float32 output tile within `budget_bytes` (default
+    TILE_BUDGET_BYTES), None if the whole frame fits."""
+    budget_bytes = budget_bytes or TILE_BUDGET_BYTES
     per_pixel = batch_size * channels * 4
     if height * width * per_pixel <= budget_bytes:
         return None
@@ -103,6 +108,34 @@ def render_tiles(synthesis, ws, rows, cols, tile=None, precision='fp32'):
     for i0, i1, j0, j1 in tiles(rows.shape[0], cols.shape[0], tile):
         img = synthesis.pixel_stage(ws, [r[:, :, i0:i1] for r in row_lines], [c[:, :, j0:j1] for c in col_lines], precision=precision)
         yield i0, j0, img
+
+def quantize(img):
+    """Generator output, float [N, C, H, W] in [-1, 1], as uint8 [N, C, H, W],
+    rounded as NVIDIA's scripts and metrics round it."""
+    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+def to_uint8(img):
+    """Generator output, float [N, C, H, W] in [-1, 1], as a uint8 numpy array [N, H, W, C]."""
+    return quantize(img).permute(0, 2, 3, 1).cpu().numpy()
+
+def render_uint8(synthesis, ws, rows, cols, tile=None, precision='fp32', on_tile=None):
+    """Images uint8 numpy [N, H, W, C] at coordinate lines `rows`, `cols`, rendered
+    tile by tile (see render_tiles); each tile is converted as soon as it is done, so
+    the float image never exists whole. `on_tile()` is called after each tile."""
+    images = np.empty([ws.shape[0], len(rows), len(cols), synthesis.img_channels], dtype=np.uint8)
+    for i, j, img in render_tiles(synthesis, ws, rows, cols, tile=tile, precision=precision):
+        images[:, i : i + img.shape[2], j : j + img.shape[3]] = to_uint8(img)
+        if on_tile is not None:
+            on_tile()
+    return images
+
+def render_images(synthesis, ws, lines=None, tile=None, precision='fp32', on_tile=None, **synthesis_kwargs):
+    """Images uint8 numpy [N, H, W, C] for `ws`: a line-based network renders at
+    `lines` = (rows, cols) tile by tile (see render_uint8); other networks render
+    at their training resolution, called with `synthesis_kwargs` (noise_mode, say)."""
+    if lines is None:
+        return to_uint8(synthesis(ws, **synthesis_kwargs))
+    return render_uint8(synthesis, ws, *lines, tile=tile, precision=precision, on_tile=on_tile)
 
 def render(synthesis, ws, rows, cols, tile=None, precision='fp32'):
     """Full image [N, C, H, W] float32, rendered tile by tile (see render_tiles)."""
