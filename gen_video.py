@@ -225,7 +225,7 @@ def generate_video(ctx, network_pkl, seeds, output, grid, num_keyframes, w_frame
         with torch.no_grad():
             ws = G.mapping(cli.seed_latents(G, seeds, device), cli.class_labels(G, class_idx, 1, device), truncation_psi=truncation_psi)
         frame_iter = zoom_frames(G, ws, width, height, num_frames, tile=tile, precision=precision, **options)
-        print(f'Zooming {options["zoom_to"]:g} times into seed {seeds[0]}: {num_frames} frames of {width}x{height}')
+        print(f'Zoom and pan on seed {seeds[0]}, magnification 1 to {options["zoom_to"]:g}: {num_frames} frames of {width}x{height}')
     else:
         grid_w, grid_h = grid or INTERPOLATION_DEFAULTS['grid']
         w_frames = w_frames or INTERPOLATION_DEFAULTS['w_frames']
