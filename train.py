@@ -256,6 +256,7 @@ def main(**kwargs):
     if opts.cfg == 'stylegan2':
         c.G_kwargs.fused_modconv_default = 'inference_only' # Regular convolutions in training: faster than grouped ones.
         c.loss_kwargs.style_mixing_prob = 0.9 # Style mixing regularization.
+        c.loss_kwargs.pl_no_weight_grad = True # PL's backward skips the conv weight gradients (exact with non-fused convolutions).
     if is_stylegan3:
         c.G_kwargs.magnitude_ema_beta = 0.5 ** (c.batch_size / (20 * 1e3))
     if opts.cfg == 'stylegan3-r':

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from torch_utils.ops import conv2d_gradfix
 from training import loss as loss_module
+from training import networks_stylegan2
 from training.networks_creps import Generator
 
 #----------------------------------------------------------------------------
@@ -98,6 +100,59 @@ def test_path_length_penalty_tracks_the_mean_and_has_an_off_switch():
     other = loss_module.StyleGAN2Loss(device='cpu', G=G, D=D, pl_weight=2)
     other.load_state_dict(on.state_dict())
     assert float(other.pl_mean) == float(on.pl_mean)
+
+def tiny_stylegan2(fused_modconv_default):
+    torch.manual_seed(5)
+    return networks_stylegan2.Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=128,
+        channel_max=16, mapping_kwargs=dict(num_layers=2), fused_modconv_default=fused_modconv_default).train()
+
+def path_length_phase(G, pl_no_weight_grad, monkeypatch=None):
+    """One 'Greg' phase; returns the new pl_mean, G's gradients, and how many
+    convolution weight gradients conv2d_gradfix computed."""
+    calls = []
+    if monkeypatch is not None:
+        grad_weight = conv2d_gradfix._grad_weight
+        monkeypatch.setattr(conv2d_gradfix, '_grad_weight', lambda *args: calls.append(1) or grad_weight(*args))
+    G.zero_grad(set_to_none=True)
+    loss = loss_module.StyleGAN2Loss(device='cpu', G=G, D=TinyD(resolution=16).requires_grad_(False), pl_weight=2,
+        pl_decay=0.5, pl_no_weight_grad=pl_no_weight_grad)
+    torch.manual_seed(6) # The same latents and path-length noise for both runs.
+    loss.accumulate_gradients('Greg', real_img=None, real_c=None, gen_z=torch.randn([4, 8]), gen_c=torch.zeros([4, 0]),
+        gain=4, cur_nimg=0)
+    return float(loss.pl_mean), grads_of(G), len(calls)
+
+def test_pl_no_weight_grad_is_exact_with_non_fused_convolutions(monkeypatch):
+    # StyleGAN2 in training with fused_modconv_default='inference_only' (train.py's
+    # stylegan2 config): the convolution weights are parameters, not functions of w.
+    # J^T y = dL/dw needs the input gradients of the convolutions only, so skipping
+    # their weight gradients changes neither J^T y (hence the penalty and pl_mean)
+    # nor the penalty's parameter gradients, which reach the convolution weights
+    # through those input gradients (adjoint convolutions of the weights). The
+    # skipped weight gradients fed nothing: the results agree bit for bit.
+    G = tiny_stylegan2('inference_only')
+    mean_full, grads_full, calls_full = path_length_phase(G, False, monkeypatch)
+    monkeypatch.undo()
+    mean_skip, grads_skip, calls_skip = path_length_phase(G, True, monkeypatch)
+    assert mean_full > 0 and mean_skip == mean_full
+    assert set(grads_skip) == set(grads_full)
+    for name, grad in grads_full.items():
+        assert torch.equal(grads_skip[name], grad), name
+    convs = [name for name, p in G.named_parameters() if name.startswith('synthesis.') and p.ndim == 4]
+    assert convs and all(grads_skip[name].abs().sum() > 0 for name in convs)
+    # The work it saves: the first backward pass computes no weight gradient;
+    # the second one still computes those of the adjoint convolutions.
+    assert 0 < calls_skip < calls_full
+
+def test_pl_no_weight_grad_refuses_fused_convolutions():
+    # Fused, w reaches the image only through the per-sample convolution weights:
+    # skipping their gradients would leave no path from the image to w.
+    for G in [tiny_stylegan2(True), tiny_stylegan2('inference_only').eval()]:
+        assert path_length_phase(G, False)[0] > 0
+        with pytest.raises(RuntimeError, match='pl_no_weight_grad'):
+            path_length_phase(G, True)
+
+def test_pl_no_weight_grad_defaults_to_off():
+    assert loss_module.StyleGAN2Loss(device='cpu', G=None, D=None).pl_no_weight_grad is False
 
 def test_style_mixing_takes_the_tail_from_a_second_latent():
     torch.manual_seed(3)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from torch_utils import persistence
+from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import conv2d_resample
 from torch_utils.ops import upfirdn2d
 from training import loss as loss_module
@@ -309,6 +310,52 @@ def test_modulated_conv2d_gradgradcheck():
         fn = lambda x, w, s: modulated_conv2d(x, w, s, up=2, padding=1, resample_filter=f, flip_weight=False, fused_modconv=fused)
         assert torch.autograd.gradcheck(fn, [x, weight, styles], fast_mode=True)
         assert torch.autograd.gradgradcheck(fn, [x, weight, styles], fast_mode=True)
+
+@pytest.mark.parametrize('up', [1, 2])
+@pytest.mark.parametrize('demodulate', [True, False])
+def test_modulated_conv2d_under_no_weight_gradients(up, demodulate):
+    # Inside no_weight_gradients() the convolutions compute no gradient w.r.t.
+    # the weight they are given. Non-fused, that is the shared weight: it keeps
+    # only the gradient of the demodulation coefficients (applied after the
+    # convolution), while the input and the styles keep exact gradients. Fused,
+    # the per-sample weights carry weight, styles and demodulation: only the
+    # input gets a gradient. (Hence path-length regularization can skip the
+    # weight gradients only with non-fused convolutions.)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn([3, 5, 6, 6], generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn([4, 5, 3, 3], generator=gen, dtype=torch.float64, requires_grad=True)
+    styles = (torch.randn([3, 5], generator=gen, dtype=torch.float64) + 1).requires_grad_(True)
+    f = upfirdn2d.setup_filter([1, 3, 3, 1]).double()
+    kwargs = dict(demodulate=demodulate, up=up, padding=1, resample_filter=f, flip_weight=(up == 1))
+    dy = torch.randn([3, 4, 6 * up, 6 * up], generator=gen, dtype=torch.float64)
+    inputs = [x, weight, styles]
+
+    # Reference for the non-fused path: the convolution sees a constant weight.
+    ref = conv2d_resample.conv2d_resample(x * styles.reshape(3, 5, 1, 1), weight.detach(), f=f, up=up, padding=1,
+        flip_weight=(up == 1))
+    if demodulate:
+        ref = ref * (weight[None] * styles.reshape(3, 1, 5, 1, 1)).square().sum([2, 3, 4]).add(1e-8).rsqrt().reshape(3, 4, 1, 1)
+    ref_x, ref_w, ref_s = torch.autograd.grad(ref, inputs, dy, allow_unused=True)
+    full_x = torch.autograd.grad(naive_modulated_conv2d(x, weight, styles, demodulate, up, f, up == 1), x, dy)[0]
+    torch.testing.assert_close(ref_x, full_x, rtol=1e-12, atol=1e-12)
+
+    y = modulated_conv2d(x=x, weight=weight, styles=styles, fused_modconv=False, **kwargs)
+    with conv2d_gradfix.no_weight_gradients():
+        gx, gw, gs = torch.autograd.grad(y, inputs, dy, allow_unused=True)
+    torch.testing.assert_close(gx, ref_x, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gs, ref_s, rtol=1e-12, atol=1e-12)
+    if demodulate:
+        torch.testing.assert_close(gw, ref_w, rtol=1e-12, atol=1e-12)
+    else:
+        assert gw is None and ref_w is None
+
+    y = modulated_conv2d(x=x, weight=weight, styles=styles, fused_modconv=True, **kwargs)
+    with conv2d_gradfix.no_weight_gradients():
+        gx, gw, gs = torch.autograd.grad(y, inputs, dy, retain_graph=True, allow_unused=True)
+    torch.testing.assert_close(gx, full_x, rtol=1e-12, atol=1e-12)
+    assert gw is None and gs is None
+    # Outside the block the same graph gives every gradient.
+    assert all(g.abs().sum() > 0 for g in torch.autograd.grad(y, inputs, dy))
 
 #----------------------------------------------------------------------------
 # Precision settings, pickling, training.

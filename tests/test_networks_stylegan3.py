@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from torch_utils import persistence
+from torch_utils.ops import conv2d_gradfix
 from training import networks_stylegan3
 from training.networks_stylegan3 import Generator, MappingNetwork, SynthesisInput, SynthesisLayer, SynthesisNetwork
 
@@ -201,3 +202,25 @@ def test_modulated_conv2d_matches_per_sample_conv():
     torch.testing.assert_close(y[1:], torch.nn.functional.conv2d(x[1:], w * s[1].reshape(1, 4, 1, 1)), atol=1e-5, rtol=1e-5)
 
 #----------------------------------------------------------------------------
+
+def test_modulated_conv2d_honours_no_weight_gradients():
+    # The grouped convolution goes through conv2d_gradfix. Its per-sample
+    # weights carry the weight, the styles and the input gain, so inside
+    # no_weight_gradients() none of them gets a gradient; the input's is unchanged.
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn([2, 4, 7, 7], generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn([5, 4, 3, 3], generator=gen, dtype=torch.float64, requires_grad=True)
+    s = torch.randn([2, 4], generator=gen, dtype=torch.float64, requires_grad=True)
+    gain = torch.rand([2, 4], generator=gen, dtype=torch.float64).requires_grad_(True)
+    y = networks_stylegan3.modulated_conv2d(x, w, s, padding=2, input_gain=gain)
+    dy = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+    full = torch.autograd.grad(y, [x, w, s, gain], dy, retain_graph=True)
+    assert all(g is not None and g.abs().sum() > 0 for g in full)
+    with conv2d_gradfix.no_weight_gradients():
+        gx, gw, gs, gg = torch.autograd.grad(y, [x, w, s, gain], dy, retain_graph=True, allow_unused=True)
+    torch.testing.assert_close(gx, full[0], rtol=0, atol=0)
+    assert gw is None and gs is None and gg is None
+    # The switch is read when the backward pass runs, not when the forward pass ran.
+    again = torch.autograd.grad(y, [x, w, s, gain], dy)
+    for a, b in zip(again, full):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -57,6 +57,7 @@ class StyleGAN2Loss:
         pl_batch_shrink     = 2,    # Path-length regularization runs on batch // pl_batch_shrink samples.
         pl_decay            = 0.01, # Decay of the moving average of path lengths.
         pl_start_kimg       = 0,    # Path-length regularization starts after this many thousand images.
+        pl_no_weight_grad   = False, # Skip the convolution weight gradients in the path-length backward pass (see below).
         blur_init_sigma     = 0,    # Initial blur of D's inputs (pixels), 0 = no blur.
         blur_fade_kimg      = 0,    # The blur fades out over this many thousand images.
         synthesis_kwargs    = {},   # Extra arguments of G.synthesis (the precision of a CREPS generator, say).
@@ -71,6 +72,7 @@ class StyleGAN2Loss:
         self.pl_batch_shrink = pl_batch_shrink
         self.pl_decay = pl_decay
         self.pl_start_kimg = pl_start_kimg
+        self.pl_no_weight_grad = pl_no_weight_grad
         self.blur_init_sigma = blur_init_sigma
         self.blur_fade_kimg = blur_fade_kimg
         self.synthesis_kwargs = dict(synthesis_kwargs)
@@ -133,11 +135,29 @@ class StyleGAN2Loss:
     def _path_length_penalty(self, gen_z, gen_c, gain):
         """A fixed-size step in w should move the image by a fixed amount:
         penalize the deviation of |J^T y| (y random image-space noise) from
-        its moving average."""
+        its moving average.
+
+        With `pl_no_weight_grad`, the backward pass that gives J^T y runs
+        under conv2d_gradfix.no_weight_gradients(): the convolutions skip the
+        gradient w.r.t. their weights, which J^T y does not need as long as
+        those weights are parameters, not functions of w. That holds for
+        StyleGAN2 in training mode with fused_modconv_default='inference_only'
+        (the setting train.py pairs it with). With fused modulated
+        convolutions (StyleGAN2 fused, StyleGAN3) the per-sample weights carry
+        the styles, the skip would drop that path, and since no other path
+        leads from the image to w, this raises. The parameters still get their
+        full penalty gradient: it flows through the input gradients of the
+        convolutions, which use the weights."""
         batch_size = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
         gen_img, gen_ws = self.run_G(gen_z[:batch_size], gen_c[:batch_size])
         pl_noise = torch.randn_like(gen_img) / np.sqrt(gen_img.shape[2] * gen_img.shape[3])
-        pl_grads, = torch.autograd.grad(outputs=[(gen_img * pl_noise).sum()], inputs=[gen_ws], create_graph=True)
+        with conv2d_gradfix.no_weight_gradients(self.pl_no_weight_grad):
+            pl_grads, = torch.autograd.grad(outputs=[(gen_img * pl_noise).sum()], inputs=[gen_ws], create_graph=True,
+                allow_unused=self.pl_no_weight_grad)
+        if pl_grads is None: # w reaches the image only through convolution weights, whose gradients were skipped.
+            raise RuntimeError('pl_no_weight_grad=True, but the generator\'s convolution weights depend on w (fused modulated '
+                'convolutions?): the path-length gradient needs them. Use pl_no_weight_grad=False, or non-fused '
+                'convolutions in training (StyleGAN2: fused_modconv_default=\'inference_only\').')
         pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()
         pl_mean = self.pl_mean.lerp(pl_lengths.mean(), self.pl_decay)
         self.pl_mean.copy_(pl_mean.detach())

@@ -115,6 +115,13 @@ def modulated_conv2d(
     other runs one shared convolution between a per-channel scaling of its
     input (modulation) and of its output (demodulation), which is faster for
     large batches and is what NVIDIA trains with ('inference_only').
+
+    The convolutions run through conv2d_resample, hence conv2d_gradfix: inside
+    conv2d_gradfix.no_weight_gradients() they compute no gradient w.r.t. the
+    weight they are given. Non-fused, that is the shared `weight` (which keeps
+    the gradient of the demodulation coefficients) and the input and styles
+    keep exact gradients; fused, the per-sample weights carry weight, styles
+    and demodulation, so only the input gets a gradient.
     """
     batch_size = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape

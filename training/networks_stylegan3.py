@@ -19,6 +19,7 @@ import torch
 from torch_utils import misc
 from torch_utils import persistence
 from torch_utils.ops import bias_act
+from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import filtered_lrelu
 from training import generator
 from training.networks_creps import fully_connected
@@ -56,7 +57,10 @@ def modulated_conv2d(
     # All samples at once, as one grouped convolution.
     x = x.reshape(1, batch_size * in_channels, *x.shape[2:])
     w = w.reshape(batch_size * out_channels, in_channels, kh, kw)
-    x = torch.nn.functional.conv2d(x, w.to(x.dtype), padding=padding, groups=batch_size)
+    # Through conv2d_gradfix (the values of torch.nn.functional.conv2d), which
+    # honours no_weight_gradients(). The per-sample weights depend on the styles,
+    # so inside that block the styles get no gradient through them either.
+    x = conv2d_gradfix.conv2d(x, w.to(x.dtype), padding=padding, groups=batch_size)
     return x.reshape(batch_size, out_channels, *x.shape[2:])
 
 #----------------------------------------------------------------------------
