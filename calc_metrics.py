@@ -76,17 +76,9 @@ def detector_option(value, env, option):
 def load_snapshot(network_pkl, trust_pickle):
     """The dict of a network pickle (path or URL), executing its embedded code only
     with `trust_pickle`; a one-line ClickException when unusable."""
-    try:
-        with dnnlib.util.open_url(network_pkl, verbose=False) as f:
-            data = legacy.load_network_pkl(f, source=network_pkl, trust=trust_pickle)
-    except FileNotFoundError:
-        raise click.ClickException(f'{network_pkl}: no such file')
-    except (legacy.NetworkPickleError, dnnlib.util.DownloadError) as err:
-        raise click.ClickException(str(err))
-    except OSError as err:
-        raise click.ClickException(f'{network_pkl}: {err.strerror or err}')
-    if data.get('G_ema') is None:
-        raise click.ClickException(f'{network_pkl}: the pickle has no G_ema network (it has: {", ".join(map(str, data)) or "nothing"})')
+    with cli.one_line_errors(legacy.NetworkPickleError):
+        data = legacy.open_network_pkl(network_pkl, trust=trust_pickle, verbose=False)
+        legacy.network_of(data, 'G_ema', network_pkl)
     return data
 
 def local_path(network_pkl):

@@ -91,11 +91,8 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, s
     precision = cli.resolve_precision(precision, device, default_precision(device))
 
     print(f'Loading network from "{network_pkl}"...')
-    try:
-        G = legacy.load_network(network_pkl, trust=trust_pickle)
-    except legacy.NetworkPickleError as err:
-        raise click.ClickException(str(err))
-    G = G.eval().requires_grad_(False).to(device)
+    with cli.one_line_errors(legacy.NetworkPickleError):
+        G = legacy.load_network(network_pkl, trust=trust_pickle).eval().requires_grad_(False).to(device)
     viewport = apply_translate_rotate(G, tuple(translate), rotate, viewport)
 
     lines, num_tiles = None, 1

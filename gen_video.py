@@ -200,11 +200,8 @@ def generate_video(ctx, network_pkl, seeds, output, grid, num_keyframes, w_frame
     precision = cli.resolve_precision(precision, device, default_precision(device))
 
     print(f'Loading network from "{network_pkl}"...')
-    try:
-        G = legacy.load_network(network_pkl, trust=trust_pickle)
-    except legacy.NetworkPickleError as err:
-        raise click.ClickException(str(err))
-    G = G.eval().requires_grad_(False).to(device)
+    with cli.one_line_errors(legacy.NetworkPickleError):
+        G = legacy.load_network(network_pkl, trust=trust_pickle).eval().requires_grad_(False).to(device)
     if G.img_channels not in (1, 3):
         raise click.ClickException(f'{network_pkl}: videos need a network with 1 or 3 image channels, this one has {G.img_channels}')
     lines_based = render.supports_lines(G.synthesis)

@@ -90,20 +90,28 @@ def load_network_pkl(f, source='<stream>', trust=False):
         raise NetworkPickleError(f'{source}: expected a dict of networks, found {type(data).__name__}')
     return data
 
-def load_network(network, key='G_ema', trust=False):
-    """Open `network` (path or URL; pickle or .safetensors) and return its network `key`; NetworkPickleError on failure."""
+def open_network_pkl(network, trust=False, verbose=True):
+    """load_network_pkl() of the file or URL `network` (a download is cached);
+    NetworkPickleError, naming `network`, on any failure."""
     try:
-        with dnnlib.util.open_url(network) as f:
-            data = load_network_pkl(f, source=network, trust=trust)
+        with dnnlib.util.open_url(network, verbose=verbose) as f:
+            return load_network_pkl(f, source=str(network), trust=trust)
     except FileNotFoundError as err:
         raise NetworkPickleError(f'{network}: no such file') from err
     except dnnlib.util.DownloadError as err: # Its message names the URL and the cache folder.
         raise NetworkPickleError(str(err)) from err
     except OSError as err:
-        raise NetworkPickleError(f'{network}: {err}') from err
-    if key not in data:
-        raise NetworkPickleError(f'{network}: the pickle has no {key!r} network (it has: {", ".join(map(str, data)) or "nothing"})')
+        raise NetworkPickleError(f'{network}: {err.strerror or err}') from err
+
+def network_of(data, key, source):
+    """The network `key` of a snapshot dict; NetworkPickleError naming `source` if it has none."""
+    if data.get(key) is None:
+        raise NetworkPickleError(f'{source}: the pickle has no {key!r} network (it has: {", ".join(map(str, data)) or "nothing"})')
     return data[key]
+
+def load_network(network, key='G_ema', trust=False):
+    """Open `network` (path or URL; pickle or .safetensors) and return its network `key`; NetworkPickleError on failure."""
+    return network_of(open_network_pkl(network, trust=trust), key, network)
 
 def export_safetensors(network, path, trust=False):
     """Write the networks of a snapshot to the .safetensors file `path`.
@@ -119,11 +127,7 @@ def export_safetensors(network, path, trust=False):
     elif hasattr(network, 'read'):
         data = load_network_pkl(network, trust=trust)
     else:
-        try:
-            with dnnlib.util.open_url(network, verbose=False) as f:
-                data = load_network_pkl(f, source=str(network), trust=trust)
-        except FileNotFoundError as err:
-            raise NetworkPickleError(f'{network}: no such file') from err
+        data = open_network_pkl(network, trust=trust, verbose=False)
     safetensors_torch = _import_safetensors()
     tensors, networks, extras = dict(), dict(), dict()
     for key, value in data.items():
@@ -518,9 +522,9 @@ def export_command(network_pkl, dest, trust_pickle):
     """Write the networks of a pickle to a .safetensors file (no pickle needed to load it)."""
     try:
         export_safetensors(network_pkl, dest, trust=trust_pickle)
-    except (NetworkPickleError, dnnlib.util.DownloadError) as err:
+    except NetworkPickleError as err:
         raise click.ClickException(str(err))
-    except OSError as err:
+    except OSError as err: # Network files fail as NetworkPickleError: this is the destination.
         raise click.ClickException(f'{dest}: {err.strerror or err}')
     print(f'Wrote {dest}')
 

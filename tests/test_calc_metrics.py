@@ -188,7 +188,7 @@ def test_bad_input_is_a_one_line_error(setup, monkeypatch):
         '--inception', 'none.pkl: no such file')
     with open(setup.root / 'no_g_ema.pkl', 'wb') as f:
         pickle.dump({'G': make_generator()}, f)
-    assert_clean_error(run(['--network', setup.root / 'no_g_ema.pkl', '--data', setup.data]), 'no G_ema network')
+    assert_clean_error(run(['--network', setup.root / 'no_g_ema.pkl', '--data', setup.data]), "has no 'G_ema' network")
 
     write_images(setup.root / 'one', 1)
     assert_clean_error(run(base + ['--metrics', 'kid24_full', '--data', setup.root / 'one']),

@@ -4,6 +4,7 @@ Each type and check turns a malformed value into click's one-line usage error
 naming the option, never a traceback.
 """
 
+import contextlib
 import math
 import re
 
@@ -85,6 +86,15 @@ def resolve_device(name):
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise click.BadParameter(f'{name!r} requested but CUDA is not available on this machine; use --device=cpu', param_hint='--device')
     return device
+
+@contextlib.contextmanager
+def one_line_errors(*exception_types):
+    """Report exceptions of `exception_types`, whose messages are whole one-line
+    reports (naming the file or option), as click's one-line error, not a traceback."""
+    try:
+        yield
+    except exception_types as err:
+        raise click.ClickException(str(err)) from None
 
 def resolve_precision(precision, device, default):
     """`precision`, or `default` when None, checked against the device (--precision)."""
