@@ -1,5 +1,6 @@
 """custom_ops: builds cached by source hash and shared between processes, one
-warning and a fallback on failure, and CREPS_CUSTOM_OPS."""
+warning and a fallback on failure, CREPS_CUSTOM_OPS, and the self-check of
+kernels against their reference implementations."""
 
 import glob
 import os
@@ -130,3 +131,49 @@ def test_disabled_by_environment(tmp_path, monkeypatch, value):
     assert not caught
     with pytest.raises(custom_ops.PluginError, match='CREPS_CUSTOM_OPS'):
         custom_ops.get_plugin('tiny_disabled', sources=['tiny.cpp'], source_dir=str(tmp_path))
+
+#----------------------------------------------------------------------------
+# self_check(): a kernel that builds but computes wrong results.
+
+def test_self_check_passes_matching_results(monkeypatch):
+    monkeypatch.setattr(custom_ops, '_checked', {})
+    x = torch.linspace(-100, 100, 9)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert custom_ops.self_check('close_op', lambda: (x, x.half()), lambda: [x * (1 + 1e-6), x.double()])
+        assert custom_ops.self_check('loose_op', lambda: x.half(), lambda: x + 0.05, tol=1e-3) # Relative to the largest magnitude.
+
+def test_self_check_warns_once_and_remembers(monkeypatch):
+    monkeypatch.setattr(custom_ops, '_checked', {})
+    x = torch.arange(4.)
+    calls = []
+    def wrong():
+        calls.append(1)
+        return x + 0.1
+    def raising():
+        raise RuntimeError('no kernel image is available for execution on the device')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert not custom_ops.self_check('wrong_op', wrong, lambda: x)
+        assert not custom_ops.self_check('wrong_op', wrong, lambda: x) # Remembered, not run again.
+        assert not custom_ops.self_check('nan_op', lambda: x * float('nan'), lambda: x)
+        assert not custom_ops.self_check('shape_op', lambda: x[:3], lambda: x)
+        assert not custom_ops.self_check('count_op', lambda: [x], lambda: [x, x])
+        assert not custom_ops.self_check('raising_op', raising, lambda: x)
+    assert len(calls) == 1
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 5 and all(w.category is RuntimeWarning for w in caught)
+    assert all('reference implementation instead' in m for m in messages)
+    for name, why, message in zip(['wrong_op', 'nan_op', 'shape_op', 'count_op', 'raising_op'],
+            ['off by 0.1', 'off by nan', 'shape [3]', '1 results instead of 2', 'RuntimeError: no kernel image'], messages):
+        assert f'The {name} kernel failed its self-check' in message and why in message, message
+
+def test_self_check_runs_with_autograd(monkeypatch):
+    # Plugins load on first use, which may come under no_grad or inference_mode: a check of gradients must still work.
+    monkeypatch.setattr(custom_ops, '_checked', {})
+    def grad_of_square():
+        x = torch.arange(3.).requires_grad_(True)
+        return torch.autograd.grad(x.square().sum(), [x])
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert custom_ops.self_check('grad_op', grad_of_square, lambda: [torch.arange(3.) * 2])

@@ -1,13 +1,22 @@
 """filtered_lrelu against a direct composition written with numpy and scipy
 (bias, zero insertion, padding, FIR filter, leaky ReLU times gain, clamp, FIR
-filter, subsampling), in value and in first and second derivatives."""
+filter, subsampling), in value and in first and second derivatives; the CUDA
+kernels against the reference (on GPU machines), and the Python side of the
+kernel path, run on CPU with reference computations standing in for the kernels."""
+
+import warnings
 
 import numpy as np
 import pytest
 import scipy.signal
 import torch
 
+from torch_utils import custom_ops
+from torch_utils.ops import bias_act
 from torch_utils.ops import filtered_lrelu
+from torch_utils.ops import upfirdn2d
+
+from test_upfirdn2d import ReferenceKernel
 
 #----------------------------------------------------------------------------
 
@@ -123,5 +132,190 @@ def test_double_backward_through_filters():
     (g,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
     (gg,) = torch.autograd.grad(g.square().sum(), x)
     assert gg.shape == x.shape and torch.isfinite(gg).all() and gg.abs().sum() > 0
+
+#----------------------------------------------------------------------------
+# The kernel path on CPU: reference computations stand in for the CUDA
+# kernels, which tests what surrounds them (the filters' adjoints, the saved
+# derivative of the activation, bias gradients, layouts) and the self-check.
+
+class ReferenceFusedKernel:
+    """A plugin whose bias_upsample_lrelu op is computed by reference ops, plus `error`."""
+    def __init__(self, error=0.0):
+        self.error = error
+
+    def bias_upsample_lrelu(self, x, b, fu, up, px0, px1, py0, py1, flip, up_gain, slope, gain, clamp, write_grad): # pylint: disable=missing-function-docstring
+        x = x if b is None else x + b.reshape(1, -1, 1, 1)
+        v = upfirdn2d._upfirdn2d_ref(x, fu, up, up, 1, 1, px0, px1, py0, py1, flip, up_gain)
+        dy_dv = torch.where(v > 0, 1.0, slope).to(v.dtype) * gain
+        y = v * dy_dv
+        if clamp >= 0:
+            dy_dv = dy_dv * (y.abs() <= clamp)
+            y = y.clamp(-clamp, clamp)
+        layout = lambda t: t.contiguous(memory_format=bias_act._memory_format(x))
+        return layout(y + self.error), (layout(dy_dv) if write_grad else x.new_empty([0]))
+
+def _padding4(kwargs):
+    return dict(kwargs, padding=upfirdn2d._parse_padding(kwargs['padding']))
+
+@pytest.mark.parametrize('case', CASES)
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_kernel_path_matches_ref(case, channels_last):
+    x, b, fu, fd, kwargs = _make(case, seed=7)
+    kwargs = _padding4(kwargs)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    b.requires_grad_(True)
+    y = filtered_lrelu._filtered_lrelu_cuda(x, fu, fd, b, plugins=(ReferenceFusedKernel(), ReferenceKernel()), **kwargs)
+    y_ref = filtered_lrelu._filtered_lrelu_ref(x, fu, fd, b, **kwargs)
+    # The kernel path expands a separable fu to 2D in float32, which rounds.
+    torch.testing.assert_close(y, y_ref, rtol=1e-6, atol=1e-6)
+    dy = torch.randn(y.shape, dtype=y.dtype)
+    torch.testing.assert_close(torch.autograd.grad(y, [x, b], dy), torch.autograd.grad(y_ref, [x, b], dy), rtol=1e-6, atol=1e-6)
+
+@pytest.mark.parametrize('case', [CASES[1], CASES[2], CASES[4]])
+def test_kernel_path_derivatives(case):
+    # Second derivatives as well: the backward pass is made of differentiable kernel passes.
+    x, b, fu, fd, kwargs = _make(case, seed=3)
+    kwargs = _padding4(kwargs)
+    kwargs['clamp'] = None if kwargs['clamp'] is None else 1e3
+    x = x[:1, :2].clone().requires_grad_(True)
+    b = b[:2].clone().requires_grad_(True)
+    plugins = (ReferenceFusedKernel(), ReferenceKernel())
+    func = lambda x, b: filtered_lrelu._filtered_lrelu_cuda(x, fu, fd, b, plugins=plugins, **kwargs)
+    assert torch.autograd.gradcheck(func, (x, b))
+    assert torch.autograd.gradgradcheck(func, (x, b))
+
+@pytest.fixture
+def fresh_self_checks(monkeypatch):
+    """Forgets the self-checks run so far (each runs once per process)."""
+    monkeypatch.setattr(custom_ops, '_checked', {})
+
+def test_self_check_passes_correct_kernels(fresh_self_checks): # pylint: disable=redefined-outer-name,unused-argument
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert filtered_lrelu._self_check((ReferenceFusedKernel(), ReferenceKernel()), torch.device('cpu'))
+
+def test_wrong_kernel_falls_back_to_ref(fresh_self_checks, monkeypatch): # pylint: disable=redefined-outer-name,unused-argument
+    # A fused kernel that builds but computes wrong results: one warning naming the op, then the reference.
+    monkeypatch.setattr(filtered_lrelu, '_plugins', {})
+    monkeypatch.setattr(upfirdn2d, '_plugin', ReferenceKernel)
+    monkeypatch.setattr(custom_ops, 'try_get_plugin', lambda *args, **kwargs: ReferenceFusedKernel(error=1e-2))
+    check = filtered_lrelu._self_check
+    monkeypatch.setattr(filtered_lrelu, '_self_check', lambda plugins, device: check(plugins, torch.device('cpu')))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert filtered_lrelu._plugin() is None
+        assert filtered_lrelu._plugin() is None
+    assert len(caught) == 1 and 'filtered_lrelu kernel failed its self-check' in str(caught[0].message)
+
+def test_resolve_impl_on_cpu():
+    x = torch.zeros([1, 2, 4, 4])
+    assert filtered_lrelu.resolve_impl(x) == 'ref' and filtered_lrelu.resolve_impl(x, None) == 'ref'
+    with pytest.raises(ValueError, match="impl='cuda'"):
+        filtered_lrelu.resolve_impl(x, 'cuda')
+
+#----------------------------------------------------------------------------
+# The CUDA kernels against the reference, on GPU machines.
+
+@pytest.fixture
+def cuda_kernels():
+    if not torch.cuda.is_available():
+        pytest.skip('needs CUDA: the filtered_lrelu kernels run on GPUs only')
+    assert filtered_lrelu._plugin() is not None, 'a CUDA kernel failed to build or its self-check; see the warnings'
+
+def _compare_with_ref(x, b, fu, fd, dtype, tol, **kwargs):
+    """The kernels in dtype against the reference in float64 on the same
+    (dtype-rounded) inputs, in value and in the gradients with respect to x
+    and b. float16 is compared by the norm of the error: where the rounding
+    of the two puts a pixel on different sides of 0 or of the clamp, its
+    gradient differs by a leaky ReLU's step."""
+    gen = torch.Generator().manual_seed(0)
+    x = x.to(dtype).detach().requires_grad_(True)
+    b = b.to(dtype).detach().requires_grad_(True)
+    y = filtered_lrelu.filtered_lrelu(x, fu, fd, b, impl='cuda', **kwargs)
+    assert y.dtype == dtype and y.is_contiguous(memory_format=bias_act._memory_format(x))
+    dy = torch.randn(y.shape, generator=gen).to(device=x.device, dtype=dtype)
+    got = [y, *torch.autograd.grad(y, [x, b], dy)]
+    x_ref = x.detach().double().requires_grad_(True)
+    b_ref = b.detach().double().requires_grad_(True)
+    y_ref = filtered_lrelu.filtered_lrelu(x_ref, fu, fd, b_ref, impl='ref', **kwargs)
+    expected = [y_ref, *torch.autograd.grad(y_ref, [x_ref, b_ref], dy.double())]
+    for name, a, e in zip(['y', 'dx', 'db'], got, expected):
+        assert a.dtype == dtype and a.shape == e.shape, name
+        if dtype == torch.float16:
+            error, bound = (a.double() - e).norm().item(), tol * e.norm().item()
+        else:
+            error, bound = (a.double() - e).abs().max().item(), tol * max(1, e.abs().max().item())
+        assert error <= bound, (name, error, bound, kwargs)
+
+def _random_cases(count):
+    """CASES, then random filters, factors, paddings (some negative), gains, slopes and clamps."""
+    rng = np.random.default_rng(0)
+    cases = list(CASES)
+    while len(cases) < count:
+        up, down = (int(v) for v in rng.integers(1, 4, size=2))
+        case = ([None, 4, 6, 12][rng.integers(4)], [None, 3, 8, 12][rng.integers(4)], bool(rng.integers(2)), up, down,
+            [int(v) for v in rng.integers(-1, 12, size=4)], float(rng.choice([1, np.sqrt(2)])), float(rng.choice([0.2, 0, 1])),
+            [None, 0.5, 256][rng.integers(3)], bool(rng.integers(2)))
+        x, _, fu, fd, kwargs = _make(case)
+        out_w, out_h = filtered_lrelu._output_size(x, fu, fd, up, down, upfirdn2d._parse_padding(kwargs['padding']))
+        if out_w >= 1 and out_h >= 1:
+            cases.append(case)
+    return cases
+
+@pytest.mark.parametrize('case', _random_cases(30))
+def test_cuda_matches_ref(cuda_kernels, case): # pylint: disable=redefined-outer-name,unused-argument
+    x, b, fu, fd, kwargs = _make(case)
+    x, b = x.cuda(), b.cuda()
+    fu = None if fu is None else fu.cuda()
+    fd = None if fd is None else fd.cuda()
+    for channels_last in [False, True]:
+        xl = x.to(memory_format=torch.channels_last) if channels_last else x
+        for dtype, tol in [(torch.float32, 1e-5), (torch.float16, 1e-2)]:
+            _compare_with_ref(xl, b, fu, fd, dtype, tol, **kwargs)
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('up, down, size', [(2, 2, 36), (1, 2, 52), (2, 1, 20), (4, 2, 16)])
+def test_cuda_typical_shapes(cuda_kernels, channels_last, up, down, size): # pylint: disable=redefined-outer-name,unused-argument
+    # Like StyleGAN3's layers: separable (or radial, 2D) lowpass filters of 6 taps per factor, wide margins, batches.
+    gen = torch.Generator().manual_seed(up * 10 + down)
+    fu = filtered_lrelu_filter(6 * up, gen)
+    fd = torch.outer(filtered_lrelu_filter(6 * down, gen), filtered_lrelu_filter(6 * down, gen))
+    x = torch.randn([4, 48, size, size], generator=gen).cuda()
+    b = torch.randn([48], generator=gen).cuda()
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    p = 5 * up + (5 * up) // 2
+    kwargs = dict(up=up, down=down, padding=[p, p - 1, p, p - 1], gain=np.sqrt(2), slope=0.2, clamp=256)
+    for dtype, tol in [(torch.float32, 1e-5), (torch.float16, 1e-2)]:
+        _compare_with_ref(x, b, fu.cuda(), fd.cuda(), dtype, tol, **kwargs)
+
+def filtered_lrelu_filter(taps, gen):
+    f = torch.rand([taps], generator=gen, dtype=torch.float64) + 0.5
+    return (f / f.sum()).float()
+
+def test_cuda_derivatives(cuda_kernels): # pylint: disable=redefined-outer-name,unused-argument
+    # First and second derivatives, in float64; the reference's second derivatives are those of the filters.
+    for case in [CASES[1], CASES[2], CASES[4]]:
+        x, b, fu, fd, kwargs = _make(case, seed=3)
+        kwargs['clamp'] = None if kwargs['clamp'] is None else 1e3 # Clamping's kink is not differentiable.
+        x = x[:1, :2].cuda().requires_grad_(True)
+        b = b[:2].cuda().requires_grad_(True)
+        fu = None if fu is None else fu.cuda()
+        fd = None if fd is None else fd.cuda()
+        func = lambda x, b, fu=fu, fd=fd, kwargs=kwargs: filtered_lrelu.filtered_lrelu(x, fu, fd, b, impl='cuda', **kwargs)
+        assert torch.autograd.gradcheck(func, (x, b))
+        assert torch.autograd.gradgradcheck(func, (x, b))
+
+def test_cuda_auto_choice(cuda_kernels): # pylint: disable=redefined-outer-name,unused-argument
+    x = torch.randn([1, 2, 6, 6], device='cuda')
+    fu = _lowpass(4, 0).cuda()
+    assert filtered_lrelu.resolve_impl(x) == 'cuda' and filtered_lrelu.resolve_impl(x, None, fu, fu) == 'cuda'
+    assert filtered_lrelu.resolve_impl(x, 'ref') == 'ref'
+    fu.requires_grad_(True) # The kernels give no gradient with respect to the filters: the reference does.
+    assert filtered_lrelu.resolve_impl(x, 'auto', fu) == 'ref'
+    with pytest.raises(ValueError, match="impl='cuda'"):
+        filtered_lrelu.filtered_lrelu(x, fu, impl='cuda')
 
 #----------------------------------------------------------------------------

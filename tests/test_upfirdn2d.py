@@ -1,10 +1,16 @@
 """upfirdn2d and its wrappers, and conv2d_resample, against naive numpy
-implementations, in value and in first and second derivatives."""
+implementations, in value and in first and second derivatives; the CUDA
+kernel against the reference (on GPU machines), and the Python side of the
+kernel path, run on CPU with the reference standing in for the kernel."""
+
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
+from torch_utils import custom_ops
+from torch_utils.ops import bias_act
 from torch_utils.ops import conv2d_resample
 from torch_utils.ops import upfirdn2d
 
@@ -182,7 +188,7 @@ def test_impl_argument():
     x = torch.randn([1, 2, 6, 6])
     assert upfirdn2d.resolve_impl(x) == 'ref' and upfirdn2d.resolve_impl(x, None) == 'ref'
     torch.testing.assert_close(upfirdn2d.upfirdn2d(x, f, up=2, impl='ref'), upfirdn2d.upfirdn2d(x, f, up=2))
-    for bad in ['cuda', 'fast']:
+    for bad in ['cuda', 'fast']: # The CUDA kernel does not take CPU tensors.
         with pytest.raises(ValueError, match='impl'):
             upfirdn2d.upfirdn2d(x, f, impl=bad)
 
@@ -321,5 +327,141 @@ def test_conv2d_resample_derivatives(case):
     fn = lambda x, w: conv2d_resample.conv2d_resample(x, w, f, up=up, down=down, padding=padding, groups=groups)
     assert torch.autograd.gradcheck(fn, [x, w])
     assert torch.autograd.gradgradcheck(fn, [x, w], fast_mode=True)
+
+#----------------------------------------------------------------------------
+# The kernel path on CPU: the reference stands in for the CUDA kernel, which
+# tests what surrounds the kernel (separable passes, layouts, the adjoint
+# passes of the gradients) and the self-check that guards it.
+
+class ReferenceKernel:
+    """A plugin whose upfirdn2d op is the reference, plus `error`, in the
+    kernel's output layout (that of x)."""
+    def __init__(self, error=0.0):
+        self.error = error
+
+    def upfirdn2d(self, x, f, *args): # pylint: disable=missing-function-docstring
+        y = upfirdn2d._upfirdn2d_ref(x, f, *args) + self.error
+        return y.contiguous(memory_format=bias_act._memory_format(x))
+
+@pytest.mark.parametrize('seed', range(0, 60, 3))
+def test_kernel_path_against_naive(seed):
+    case = _random_case(seed)
+    x, f = case.pop('x'), case.pop('f')
+    expected = naive_upfirdn2d(x, f, **case)
+    x = torch.as_tensor(x)
+    if seed % 2:
+        x = x.to(memory_format=torch.channels_last)
+    y = upfirdn2d._upfirdn2d_cuda(x, torch.as_tensor(f), *upfirdn2d._parse_args(**case), plugin=ReferenceKernel())
+    assert y.is_contiguous(memory_format=bias_act._memory_format(x))
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-6, atol=1e-6 * max(1, np.abs(expected).max()))
+
+@pytest.mark.parametrize('seed', range(1, 60, 6))
+def test_kernel_path_derivatives(seed):
+    # The gradient is the adjoint pass, computed by the "kernel" again: first and second derivatives.
+    case = _random_case(seed)
+    x = torch.as_tensor(case.pop('x')).requires_grad_(True)
+    f = torch.as_tensor(case.pop('f')).double()
+    args = upfirdn2d._parse_args(**case)
+    fn = lambda x: upfirdn2d._upfirdn2d_cuda(x, f, *args, plugin=ReferenceKernel())
+    assert torch.autograd.gradcheck(fn, [x])
+    assert torch.autograd.gradgradcheck(fn, [x])
+
+@pytest.fixture
+def fresh_self_checks(monkeypatch):
+    """Forgets the self-checks run so far (each runs once per process)."""
+    monkeypatch.setattr(custom_ops, '_checked', {})
+
+def test_self_check_passes_a_correct_kernel(fresh_self_checks): # pylint: disable=redefined-outer-name,unused-argument
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert upfirdn2d._self_check(ReferenceKernel(), torch.device('cpu'))
+
+def test_wrong_kernel_falls_back_to_ref(fresh_self_checks, monkeypatch): # pylint: disable=redefined-outer-name,unused-argument
+    # A plugin that builds but computes wrong results: one warning naming the op, then the reference.
+    monkeypatch.setattr(upfirdn2d, '_plugins', {})
+    monkeypatch.setattr(custom_ops, 'try_get_plugin', lambda *args, **kwargs: ReferenceKernel(error=1e-2))
+    check = upfirdn2d._self_check
+    monkeypatch.setattr(upfirdn2d, '_self_check', lambda plugin, device: check(plugin, torch.device('cpu')))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert upfirdn2d._plugin() is None
+        assert upfirdn2d._plugin() is None
+    assert len(caught) == 1 and 'upfirdn2d kernel failed its self-check' in str(caught[0].message)
+
+#----------------------------------------------------------------------------
+# The CUDA kernel against the reference, on GPU machines.
+
+@pytest.fixture
+def cuda_kernel():
+    if not torch.cuda.is_available():
+        pytest.skip('needs CUDA: the upfirdn2d kernel runs on GPUs only')
+    assert upfirdn2d._plugin() is not None, 'the CUDA kernel failed to build or its self-check; see the warning'
+
+def _compare_with_ref(x, f, dtype, tol, **kwargs):
+    """The kernel in dtype against the reference in float64 on the same
+    (dtype-rounded) input, in value and in the gradient with respect to x."""
+    gen = torch.Generator().manual_seed(0)
+    x = x.to(dtype).detach().requires_grad_(True)
+    y = upfirdn2d.upfirdn2d(x, f, impl='cuda', **kwargs)
+    assert y.dtype == dtype and y.is_contiguous(memory_format=bias_act._memory_format(x))
+    dy = torch.randn(y.shape, generator=gen).to(device=x.device, dtype=dtype)
+    dx, = torch.autograd.grad(y, [x], dy)
+    assert dx.dtype == dtype
+    x_ref = x.detach().double().requires_grad_(True)
+    y_ref = upfirdn2d.upfirdn2d(x_ref, f, impl='ref', **kwargs)
+    dx_ref, = torch.autograd.grad(y_ref, [x_ref], dy.double())
+    for got, expected in [(y, y_ref), (dx, dx_ref)]:
+        assert got.shape == expected.shape
+        error = (got.double() - expected).abs().max().item()
+        assert error <= tol * max(1, expected.abs().max().item()), (error, kwargs)
+
+@pytest.mark.parametrize('seed', range(60))
+def test_cuda_matches_ref(cuda_kernel, seed): # pylint: disable=redefined-outer-name,unused-argument
+    case = _random_case(seed)
+    x = torch.as_tensor(case.pop('x'), device='cuda')
+    f = torch.as_tensor(case.pop('f'), device='cuda')
+    if seed % 2:
+        x = x.to(memory_format=torch.channels_last)
+    for dtype, tol in [(torch.float32, 1e-5), (torch.float16, 1e-2)]:
+        _compare_with_ref(x, f, dtype, tol, **case)
+
+# StyleGAN-like layers: filters of 4 (2D) and 12 taps (separable), odd sizes, batches and channels_last.
+TYPICAL = [
+    ([4, 32, 36, 36], [1, 3, 3, 1], dict(up=2, padding=[2, 1, 2, 1], gain=4)),
+    ([4, 32, 36, 36], [1, 3, 3, 1], dict(down=2, padding=[1, 1, 1, 1])),
+    ([2, 64, 53, 53], np.hanning(14)[1:-1], dict(up=2, padding=[11, 10, 11, 10], gain=4)),
+    ([2, 64, 106, 106], np.hanning(14)[1:-1], dict(down=2, flip_filter=True)),
+    ([3, 5, 17, 23], np.arange(1., 6.), dict(up=[1, 3], down=[2, 1], padding=[-1, 2, 0, 3])),
+]
+
+@pytest.mark.parametrize('shape, taps, kwargs', TYPICAL)
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_cuda_typical_shapes(cuda_kernel, shape, taps, kwargs, channels_last): # pylint: disable=redefined-outer-name,unused-argument
+    f = upfirdn2d.setup_filter(taps, device='cuda', separable=len(taps) >= 8)
+    x = torch.randn(shape, device='cuda')
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    for dtype, tol in [(torch.float32, 1e-5), (torch.float16, 1e-2)]:
+        _compare_with_ref(x, f, dtype, tol, **kwargs)
+
+def test_cuda_derivatives(cuda_kernel): # pylint: disable=redefined-outer-name,unused-argument
+    f = upfirdn2d.setup_filter([1, 3, 3, 1], device='cuda')
+    x = torch.randn([2, 3, 6, 5], dtype=torch.float64, device='cuda', requires_grad=True)
+    for kwargs in [dict(up=2, padding=[2, 1, 2, 1]), dict(down=[2, 3], padding=[0, -1, 3, 1], flip_filter=True, gain=2)]:
+        fn = lambda x, kwargs=kwargs: upfirdn2d.upfirdn2d(x, f, impl='cuda', **kwargs)
+        assert torch.autograd.gradcheck(fn, [x])
+        assert torch.autograd.gradgradcheck(fn, [x])
+
+def test_cuda_auto_choice(cuda_kernel): # pylint: disable=redefined-outer-name,unused-argument
+    x = torch.randn([1, 2, 6, 6], device='cuda')
+    f = upfirdn2d.setup_filter([1, 3, 3, 1], device='cuda')
+    assert upfirdn2d.resolve_impl(x) == 'cuda' and upfirdn2d.resolve_impl(x, None, f) == 'cuda'
+    assert upfirdn2d.resolve_impl(x, 'ref') == 'ref'
+    f.requires_grad_(True) # The kernel gives no gradient with respect to f: the reference does.
+    assert upfirdn2d.resolve_impl(x, 'auto', f) == 'ref'
+    with pytest.raises(ValueError, match="impl='cuda'"):
+        upfirdn2d.upfirdn2d(x, f, impl='cuda')
+    with torch.no_grad():
+        assert upfirdn2d.resolve_impl(x, 'auto', f) == 'cuda'
 
 #----------------------------------------------------------------------------

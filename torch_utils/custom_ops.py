@@ -11,6 +11,11 @@ Ops call `try_get_plugin()`, which returns None, after one warning per plugin,
 when the plugin cannot be built or loaded (no compiler, no ninja, a compile
 error, no CUDA), so that they can fall back to their pure-PyTorch reference.
 
+A kernel that builds can still compute wrong results (an untested GPU
+architecture or toolchain): `self_check()` compares it once per process with
+its op's reference implementation, and the op uses the reference after one
+warning when they disagree.
+
 A plugin is either a pybind11 module (`PYBIND11_MODULE(TORCH_EXTENSION_NAME,
 m)`), returned as that module, or a library that registers its ops with
 `TORCH_LIBRARY(TORCH_EXTENSION_NAME, m)`, built with `is_python_module=False`
@@ -48,6 +53,7 @@ verbosity = 'brief' # 'none': silent; 'brief': one line per build; 'full': the w
 
 _plugins = dict()   # module_name => loaded plugin, so each process loads a plugin once.
 _failed = dict()    # module_name => why it is unavailable, so each plugin warns once.
+_checked = dict()   # kernel name => whether it passed its self-check, so each kernel is checked once.
 
 _DONE_MARKER = '.done' # Written into a build folder once its library has loaded.
 
@@ -246,3 +252,48 @@ def try_get_plugin(module_name, sources, headers=None, source_dir=None, **build_
         warnings.warn(f'{e}. Using the slower reference implementation instead.{where} '
             f'Set torch_utils.custom_ops.verbosity = "full" to see the build as it runs.', RuntimeWarning, stacklevel=2)
         return None
+
+#----------------------------------------------------------------------------
+
+def _mismatch(got, expected, tol):
+    """Why `got` is not `expected` (tensors, or sequences of them) within tol
+    relative to each expected tensor's largest magnitude, or None."""
+    got = list(got) if isinstance(got, (list, tuple)) else [got]
+    expected = list(expected) if isinstance(expected, (list, tuple)) else [expected]
+    if len(got) != len(expected):
+        return f'{len(got)} results instead of {len(expected)}'
+    for i, (a, b) in enumerate(zip(got, expected)):
+        if a.shape != b.shape:
+            return f'result {i} has shape {list(a.shape)} instead of {list(b.shape)}'
+        a, b = a.detach().double(), b.detach().double()
+        error = (a - b).abs().max().item() if b.numel() else 0.0
+        bound = tol * max(1.0, b.abs().max().item()) if b.numel() else 0.0
+        if not error <= bound: # Also catches NaN.
+            return f'result {i} is off by {error:.3g}, more than {bound:.3g}'
+    return None
+
+def self_check(name, kernel, reference, tol=1e-4):
+    """Whether the kernel `name` computes what its reference does: compares
+    kernel() with reference(), tensors or sequences of tensors, within `tol`
+    relative to the magnitude of each expected tensor.
+
+    Runs once per name and process, and remembers the answer. A kernel that
+    disagrees, or raises, draws one warning naming it; the caller should then
+    use its reference implementation. Both functions should compute on one
+    small input, drawn from their own torch.Generator so that the check leaves
+    the global random state alone. They run with autograd on, whatever the
+    caller's mode, so that they can compare gradients too.
+    """
+    if name not in _checked:
+        try:
+            with torch.inference_mode(False), torch.enable_grad():
+                problem = _mismatch(kernel(), reference(), tol)
+        except Exception as e: # pylint: disable=broad-except
+            problem = f'it raised {type(e).__name__}: {_summarize(e)}'
+        if problem is not None:
+            warnings.warn(f'The {name} kernel failed its self-check against the reference implementation: {problem}. '
+                'Using the slower reference implementation instead.', RuntimeWarning, stacklevel=2)
+        _checked[name] = problem is None
+    return _checked[name]
+
+#----------------------------------------------------------------------------

@@ -15,30 +15,88 @@ Implementations (the `impl` argument):
     'ref'   pure PyTorch, composed of upfirdn2d() and bias_act() in their
             reference implementations: any device and floating dtype,
             differentiable to any order.
-A fused kernel may join it; `resolve_impl()` is the one place that chooses.
+    'cuda'  CUDA kernels: one pass (filtered_lrelu.cu) adds the bias,
+            upsamples with fu (expanded to 2D when separable) and applies the
+            leaky ReLU, gain and clamp, writing the activated image and the
+            activation's derivative at each of its pixels; the downsampling
+            filter is then a pass of the upfirdn2d kernel. Backward multiplies
+            the incoming gradient by that saved derivative between two
+            upfirdn2d kernel passes (the filters' adjoints). As that
+            derivative is piecewise constant, whose own derivative is zero
+            almost everywhere, the backward pass is differentiable again,
+            giving the reference's second derivatives (NVIDIA's kernel has
+            none). float16, bfloat16, float32 and float64; no gradient with
+            respect to the filters.
+`resolve_impl()` chooses: the kernels for CUDA tensors of those dtypes once
+both plugins (this op's and upfirdn2d's) have been built (see
+torch_utils.custom_ops) and have passed their self-checks against the
+reference, else the reference.
 """
+
+import dataclasses
+import os
+from typing import Optional
 
 import numpy as np
 import torch
 
+from .. import custom_ops
 from .. import misc
 from . import bias_act
 from . import upfirdn2d
 
 #----------------------------------------------------------------------------
 
-_impls = ('ref',) # Those that exist, in the order 'auto' prefers them when they apply.
+_impls = ('ref', 'cuda')
 
-def resolve_impl(x, impl='auto'):
-    """Returns the implementation that filtered_lrelu(x, ..., impl=impl) runs.
+_plugins = dict() # 'cuda' => (this op's namespace, upfirdn2d's), or None when unavailable; looked up once per process.
 
-    'auto' (or None) picks the fastest implementation available for x's
-    device and dtype; today that is always 'ref'.
+def _plugin():
+    if 'cuda' not in _plugins:
+        plugins = None
+        up_plugin = upfirdn2d._plugin() # pylint: disable=protected-access
+        if up_plugin is not None:
+            plugin = custom_ops.try_get_plugin('filtered_lrelu_cuda_plugin', sources=['filtered_lrelu.cpp', 'filtered_lrelu.cu'],
+                headers=['filtered_lrelu.h', 'upfirdn2d.h'], source_dir=os.path.dirname(__file__), is_python_module=False)
+            if plugin is not None and _self_check((plugin, up_plugin), torch.device('cuda')):
+                plugins = (plugin, up_plugin)
+        _plugins['cuda'] = plugins
+    return _plugins['cuda']
+
+def _self_check(plugins, device):
+    """Whether the kernels of `plugins` match the reference on `device`, in
+    value and in the gradients with respect to x and b (see custom_ops.self_check())."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn([2, 3, 6, 5], generator=gen).to(device)
+    b = torch.randn([3], generator=gen).to(device)
+    fu = torch.rand([8], generator=gen).to(device) # Separable, expanded to 2D by the kernel.
+    fd = torch.rand([3, 4], generator=gen).to(device)
+    args = dict(up=2, down=2, padding=(3, 2, 1, 4), gain=1.5, slope=0.3, clamp=1.0, flip_filter=False)
+    def run(fn, dtype): # float64 makes the reference exact (no TF32 convolutions).
+        xg, bg = x.to(dtype).requires_grad_(True), b.to(dtype).requires_grad_(True)
+        y = fn(xg, bg)
+        return [y, *torch.autograd.grad(y.square().sum(), [xg, bg])]
+    return custom_ops.self_check('filtered_lrelu', lambda: run(lambda x, b: _filtered_lrelu_cuda(x, fu, fd, b, plugins=plugins, **args), torch.float32),
+        lambda: run(lambda x, b: _filtered_lrelu_ref(x, fu, fd, b, **args), torch.float64))
+
+def resolve_impl(x, impl='auto', fu=None, fd=None):
+    """Returns the implementation that filtered_lrelu(x, fu, fd, ..., impl=impl) runs: 'ref' or 'cuda'.
+
+    'auto' (or None) picks the CUDA kernels for a CUDA tensor of a dtype they
+    support, unless a filter needs a gradient, and when their plugins are
+    available (built and self-checked); otherwise 'ref'. An explicit 'cuda'
+    that is unavailable also gives 'ref'.
     """
     if impl not in (None, 'auto') + _impls:
         raise ValueError(f"impl must be 'auto' or one of {', '.join(repr(name) for name in _impls)}, got {impl!r}")
-    _ = x # A kernel would be chosen here by x.device and x.dtype.
-    return 'ref'
+    if impl == 'ref':
+        return 'ref'
+    # pylint: disable=protected-access
+    usable = x.device.type == 'cuda' and x.dtype in upfirdn2d._kernel_dtypes and not (upfirdn2d._differentiates(fu) or upfirdn2d._differentiates(fd))
+    if impl == 'cuda' and not usable:
+        raise ValueError(f"impl='cuda' takes CUDA tensors of dtype {', '.join(map(str, upfirdn2d._kernel_dtypes))} and filters "
+            f'that need no gradient; got a {x.device.type} tensor of dtype {x.dtype}')
+    return 'cuda' if usable and _plugin() is not None else 'ref'
 
 #----------------------------------------------------------------------------
 
@@ -60,7 +118,7 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=np
         slope:       Slope of the leaky ReLU for negative inputs.
         clamp:       Clamp the scaled leaky ReLU's output to [-clamp, +clamp], or None.
         flip_filter: False: convolution with the filters; True: correlation.
-        impl:        'auto' or 'ref' (see resolve_impl()).
+        impl:        'auto', 'ref' or 'cuda' (see resolve_impl()).
 
     Returns:
         [batch_size, num_channels, out_height, out_width] in x's dtype, with
@@ -69,39 +127,106 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=np
     """
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError('x must be a 4D tensor [batch_size, num_channels, height, width]')
+    # pylint: disable=protected-access
     up = upfirdn2d._as_int(up, 'up')
     down = upfirdn2d._as_int(down, 'down')
     if up < 1 or down < 1:
         raise ValueError(f'up and down must be at least 1, got up={up}, down={down}')
-    impl = resolve_impl(x, impl)
-    return _filtered_lrelu_ref(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp, flip_filter=flip_filter)
+    padding = upfirdn2d._parse_padding(padding)
+    if gain < 0 or slope < 0 or (clamp is not None and clamp < 0):
+        raise ValueError(f'gain, slope and clamp must be non-negative, got gain={gain}, slope={slope}, clamp={clamp}')
+    out_w, out_h = _output_size(x, fu, fd, up, down, padding)
+    if out_w < 1 or out_h < 1:
+        raise ValueError(f'The output would be empty ({out_h}x{out_w})')
+    args = dict(up=up, down=down, padding=padding, gain=float(gain), slope=float(slope), clamp=None if clamp is None else float(clamp), flip_filter=bool(flip_filter))
+    if resolve_impl(x, impl, fu, fd) == 'cuda':
+        return _filtered_lrelu_cuda(x, fu, fd, b, plugins=_plugin(), **args)
+    return _filtered_lrelu_ref(x, fu, fd, b, **args)
+
+def _output_size(x, fu, fd, up, down, padding):
+    """(out_width, out_height) of filtered_lrelu() with these arguments; padding as four ints."""
+    fu_w, fu_h = upfirdn2d._get_filter_size(fu) # pylint: disable=protected-access
+    fd_w, fd_h = upfirdn2d._get_filter_size(fd) # pylint: disable=protected-access
+    px0, px1, py0, py1 = padding
+    with misc.suppress_tracer_warnings(): # Sizes are constants of a traced graph.
+        in_h, in_w = int(x.shape[2]), int(x.shape[3])
+    out_w = (in_w * up + (px0 + px1) - (fu_w - 1) - (fd_w - 1) + (down - 1)) // down
+    out_h = (in_h * up + (py0 + py1) - (fu_h - 1) - (fd_h - 1) + (down - 1)) // down
+    return out_w, out_h
 
 #----------------------------------------------------------------------------
 
 @misc.profiled_function
-def _filtered_lrelu_ref(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, clamp=None, flip_filter=False):
-    """Reference implementation from upfirdn2d() and bias_act(), differentiable to any order."""
-    fu_w, fu_h = upfirdn2d._get_filter_size(fu)
-    fd_w, fd_h = upfirdn2d._get_filter_size(fd)
-    px0, px1, py0, py1 = upfirdn2d._parse_padding(padding)
-    if gain < 0 or slope < 0 or (clamp is not None and clamp < 0):
-        raise ValueError(f'gain, slope and clamp must be non-negative, got gain={gain}, slope={slope}, clamp={clamp}')
-    batch_size, num_channels, in_h, in_w = x.shape
-    with misc.suppress_tracer_warnings(): # Sizes are constants of a traced graph.
-        in_h, in_w = int(in_h), int(in_w)
-    out_w = (in_w * up + (px0 + px1) - (fu_w - 1) - (fd_w - 1) + (down - 1)) // down
-    out_h = (in_h * up + (py0 + py1) - (fu_h - 1) - (fd_h - 1) + (down - 1)) // down
-    if out_w < 1 or out_h < 1:
-        raise ValueError(f'The output would be empty ({out_h}x{out_w})')
+def _filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
+    """Reference implementation from upfirdn2d() and bias_act(), differentiable to any order.
+    Arguments as filtered_lrelu(), checked, with padding as four ints."""
+    out_w, out_h = _output_size(x, fu, fd, up, down, padding)
+    batch_size, num_channels = x.shape[:2]
     in_dtype = x.dtype
 
     x = bias_act.bias_act(x, b, impl='ref')
-    x = upfirdn2d.upfirdn2d(x, fu, up=up, padding=[px0, px1, py0, py1], gain=up ** 2, flip_filter=flip_filter, impl='ref')
+    x = upfirdn2d.upfirdn2d(x, fu, up=up, padding=padding, gain=up ** 2, flip_filter=flip_filter, impl='ref')
     x = bias_act.bias_act(x, act='lrelu', alpha=slope, gain=gain, clamp=clamp, impl='ref')
     x = upfirdn2d.upfirdn2d(x, fd, down=down, flip_filter=flip_filter, impl='ref')
 
     misc.assert_shape(x, [batch_size, num_channels, out_h, out_w])
     assert x.dtype == in_dtype
     return x
+
+#----------------------------------------------------------------------------
+# CUDA kernels: the fused bias, upsampling and activation pass, then the
+# downsampling pass of upfirdn2d.
+
+def _filtered_lrelu_cuda(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter, plugins):
+    """The kernels of `plugins` (this op's namespace, upfirdn2d's). Arguments as _filtered_lrelu_ref()."""
+    # pylint: disable=protected-access
+    plugin, up_plugin = plugins
+    if b is not None:
+        bias_act._check_bias(x, b, 1)
+        b = b.contiguous()
+    fu = torch.ones([1, 1]) if fu is None else fu
+    fu = fu.detach().to(device=x.device, dtype=torch.float32)
+    fu = torch.outer(fu, fu) if fu.ndim == 1 else fu.contiguous() # One 2D pass, to fuse the activation with it.
+    # Made dense outside the autograd function, so that the copy is part of the graph.
+    x = x.contiguous(memory_format=bias_act._memory_format(x))
+    act = _BiasUpsampleLrelu(plugin, upfirdn2d._Pass(up_plugin, up, up, 1, 1, *padding, flip_filter, float(up ** 2)), slope, gain, clamp)
+    write_grad = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
+    y, _ = _BiasUpsampleLreluFn.apply(x, b, fu, act, write_grad)
+    return upfirdn2d._upfirdn2d_cuda(y, fd, 1, 1, down, down, 0, 0, 0, 0, flip_filter, 1.0, plugin=up_plugin)
+
+@dataclasses.dataclass(frozen=True)
+class _BiasUpsampleLrelu:
+    """The fused op of the filtered_lrelu plugin, with its arguments besides x, b and fu."""
+    plugin:     object              # Op namespace holding bias_upsample_lrelu.
+    up_pass:    upfirdn2d._Pass     # The upsampling filter's pass (up, padding, flip, gain); also gives its adjoint.
+    slope:      float
+    gain:       float
+    clamp:      Optional[float]     # Or None for no clamping.
+
+    def __call__(self, x, b, fu, write_grad):
+        p = self.up_pass
+        return self.plugin.bias_upsample_lrelu(x, b, fu, p.upx, p.padx0, p.padx1, p.pady0, p.pady1, p.flip_filter, p.gain,
+            self.slope, self.gain, -1.0 if self.clamp is None else self.clamp, write_grad)
+
+class _BiasUpsampleLreluFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, b, fu, act, write_grad): # pylint: disable=arguments-differ
+        y, dy_dv = act(x, b, fu, write_grad)
+        ctx.mark_non_differentiable(dy_dv)
+        ctx.save_for_backward(fu, dy_dv)
+        ctx.act = act
+        ctx.in_size = x.shape[2:]
+        return y, dy_dv
+
+    @staticmethod
+    def backward(ctx, dy, _): # pylint: disable=arguments-differ
+        fu, dy_dv = ctx.saved_tensors
+        (in_h, in_w), (out_h, out_w), (fh, fw) = ctx.in_size, dy.shape[2:], fu.shape
+        # The activation's derivative is a constant of the backward pass, and
+        # the filter's adjoint an upfirdn2d pass: this stays differentiable.
+        dv = (dy * dy_dv).contiguous(memory_format=bias_act._memory_format(dy_dv)) # pylint: disable=protected-access
+        dx = upfirdn2d._Upfirdn2d.apply(dv, fu, ctx.act.up_pass.transpose(in_w, in_h, out_w, out_h, fw, fh)) # pylint: disable=protected-access
+        db = dx.sum([0, 2, 3]) if ctx.needs_input_grad[1] else None
+        return dx, db, None, None, None
 
 #----------------------------------------------------------------------------

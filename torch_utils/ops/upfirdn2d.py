@@ -22,32 +22,79 @@ of its two passes.
 Implementations (the `impl` argument):
     'ref'   pure PyTorch (zero insertion, padding and a depthwise conv2d):
             any device and floating dtype, differentiable to any order with
-            respect to x (R1 regularization differentiates through it twice).
-A fused kernel may join it; `resolve_impl()` is the one place that chooses.
+            respect to x and f (R1 regularization differentiates through it
+            twice).
+    'cuda'  CUDA kernel (upfirdn2d.cu): one thread per output pixel sums the
+            filter taps that meet input samples, skipping the inserted zeros;
+            float16, bfloat16, float32 and float64 (half precision sums in
+            float32), contiguous or channels_last. A separable filter runs as
+            two passes, along x then y, as in the reference. The gradient with
+            respect to x is itself an upfirdn2d (down and up swapped, the
+            filter flipped, the padding mirrored), computed by the same
+            kernel, so the op is differentiable to any order with respect to
+            x; it gives no gradient with respect to f.
+`resolve_impl()` chooses: the kernel for CUDA tensors of those dtypes once its
+plugin has been built (see torch_utils.custom_ops) and has passed its
+self-check against the reference, else the reference.
 """
 
+import dataclasses
 import operator
+import os
 
 import torch
 
+from .. import custom_ops
 from .. import misc
+from . import bias_act
 
 #----------------------------------------------------------------------------
 # Implementations.
 
-_impls = ('ref',) # Those that exist, in the order 'auto' prefers them when they apply.
+_impls = ('ref', 'cuda')
+_kernel_dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-def resolve_impl(x, impl='auto'):
-    """Returns the implementation that upfirdn2d(x, ..., impl=impl) runs.
+_plugins = dict() # 'cuda' => op namespace, or None when unavailable; looked up once per process.
 
-    'auto' (or None) picks the fastest implementation available for x's
-    device and dtype; today that is always 'ref'. An explicit name runs that
-    implementation.
+def _plugin():
+    if 'cuda' not in _plugins:
+        plugin = custom_ops.try_get_plugin('upfirdn2d_cuda_plugin', sources=['upfirdn2d.cpp', 'upfirdn2d.cu'],
+            headers=['upfirdn2d.h'], source_dir=os.path.dirname(__file__), is_python_module=False)
+        _plugins['cuda'] = plugin if plugin is not None and _self_check(plugin, torch.device('cuda')) else None
+    return _plugins['cuda']
+
+def _self_check(plugin, device):
+    """Whether the kernel of `plugin` matches the reference on `device` (see custom_ops.self_check())."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn([2, 3, 7, 6], generator=gen).to(device)
+    filters = [torch.rand([4, 3], generator=gen).to(device), torch.rand([5], generator=gen).to(device)]
+    # Up, down, negative padding and both filter kinds; float64 makes the reference exact (no TF32 convolutions).
+    cases = [dict(up=[2, 1], down=[1, 3], padding=[2, -1, 3, 1], flip_filter=False, gain=2), dict(up=2, down=2, padding=1, flip_filter=True)]
+    run = lambda fn, dtype: [fn(x.to(dtype), f, *_parse_args(**case)) for f in filters for case in cases]
+    return custom_ops.self_check('upfirdn2d', lambda: run(lambda *args: _upfirdn2d_cuda(*args, plugin=plugin), torch.float32),
+        lambda: run(_upfirdn2d_ref, torch.float64))
+
+def _differentiates(f):
+    """Whether autograd would need the gradient with respect to the filter f, which the kernels do not give."""
+    return torch.is_grad_enabled() and isinstance(f, torch.Tensor) and f.requires_grad
+
+def resolve_impl(x, impl='auto', f=None):
+    """Returns the implementation that upfirdn2d(x, f, ..., impl=impl) runs: 'ref' or 'cuda'.
+
+    'auto' (or None) picks the CUDA kernel for a CUDA tensor of a dtype it
+    supports, unless f needs a gradient, and when its plugin is available
+    (built and self-checked); otherwise 'ref'. An explicit 'cuda' that is
+    unavailable also gives 'ref'.
     """
     if impl not in (None, 'auto') + _impls:
         raise ValueError(f"impl must be 'auto' or one of {', '.join(repr(name) for name in _impls)}, got {impl!r}")
-    _ = x # A kernel would be chosen here by x.device and x.dtype, as bias_act.resolve_impl() does.
-    return 'ref'
+    if impl == 'ref':
+        return 'ref'
+    usable = x.device.type == 'cuda' and x.dtype in _kernel_dtypes and not _differentiates(f)
+    if impl == 'cuda' and not usable:
+        raise ValueError(f"impl='cuda' takes CUDA tensors of dtype {', '.join(map(str, _kernel_dtypes))} and a filter "
+            f'that needs no gradient; got a {x.device.type} tensor of dtype {x.dtype}')
+    return 'cuda' if usable and _plugin() is not None else 'ref'
 
 #----------------------------------------------------------------------------
 # Argument parsing, shared with conv2d_resample (under NVIDIA's names, which
@@ -94,6 +141,13 @@ def _get_filter_size(f):
     if fw < 1 or fh < 1:
         raise ValueError(f'Empty filter of shape {list(f.shape)}')
     return fw, fh
+
+def _check_sizes(in_width, in_height, fw, fh, upx, upy, padx0, padx1, pady0, pady1):
+    """Raises ValueError for a padded, upsampled image smaller than the filter."""
+    padded_w = in_width * upx + padx0 + padx1
+    padded_h = in_height * upy + pady0 + pady1
+    if padded_w < fw or padded_h < fh:
+        raise ValueError(f'The padded, upsampled image ({padded_h}x{padded_w}) is smaller than the filter ({fh}x{fw})')
 
 #----------------------------------------------------------------------------
 
@@ -149,7 +203,7 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='au
                      an int, [x, y] or [x_before, x_after, y_before, y_after].
         flip_filter: False: convolution with f; True: correlation with f.
         gain:        Scale of the output (applied to the filter).
-        impl:        'auto' or 'ref' (see resolve_impl()).
+        impl:        'auto', 'ref' or 'cuda' (see resolve_impl()).
 
     Returns:
         [batch_size, num_channels, out_height, out_width], with
@@ -158,11 +212,17 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='au
     """
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError('x must be a 4D tensor [batch_size, num_channels, height, width]')
-    impl = resolve_impl(x, impl)
+    args = _parse_args(up, down, padding, flip_filter, gain)
+    if resolve_impl(x, impl, f) == 'cuda':
+        return _upfirdn2d_cuda(x, f, *args, plugin=_plugin())
+    return _upfirdn2d_ref(x, f, *args)
+
+def _parse_args(up=1, down=1, padding=0, flip_filter=False, gain=1):
+    """The arguments of upfirdn2d() after x and f, in the order that the implementations take them."""
     upx, upy = _parse_scaling(up)
     downx, downy = _parse_scaling(down)
     padx0, padx1, pady0, pady1 = _parse_padding(padding)
-    return _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain)
+    return upx, upy, downx, downy, padx0, padx1, pady0, pady1, bool(flip_filter), float(gain)
 
 @misc.profiled_function
 def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain):
@@ -171,10 +231,7 @@ def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, fli
     batch_size, num_channels, in_height, in_width = x.shape
     with misc.suppress_tracer_warnings():
         in_height, in_width = int(in_height), int(in_width)
-    padded_w = in_width * upx + padx0 + padx1
-    padded_h = in_height * upy + pady0 + pady1
-    if padded_w < fw or padded_h < fh:
-        raise ValueError(f'The padded, upsampled image ({padded_h}x{padded_w}) is smaller than the filter ({fh}x{fw})')
+    _check_sizes(in_width, in_height, fw, fh, upx, upy, padx0, padx1, pady0, pady1)
 
     # 1. Zero insertion: each pixel becomes an up_y x up_x block with the pixel in its top left corner.
     if upx > 1 or upy > 1:
@@ -204,6 +261,75 @@ def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, fli
     x = torch.nn.functional.conv2d(x, f.reshape(1, 1, 1, fw).expand(num_channels, 1, 1, fw), stride=(1, downx), groups=num_channels)
     x = torch.nn.functional.conv2d(x, f.reshape(1, 1, fh, 1).expand(num_channels, 1, fh, 1), stride=(downy, 1), groups=num_channels)
     return x
+
+#----------------------------------------------------------------------------
+# CUDA kernel: one pass per 2D filter, and its derivative.
+
+def _upfirdn2d_cuda(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain, plugin):
+    """The kernel of `plugin`; a separable filter runs as two passes, along x then y."""
+    fw, fh = _get_filter_size(f)
+    _check_sizes(x.shape[3], x.shape[2], fw, fh, upx, upy, padx0, padx1, pady0, pady1)
+    f = torch.ones([1, 1]) if f is None else f
+    f = f.detach().to(device=x.device, dtype=torch.float32)
+    # Made dense outside the autograd function, so that the copy is part of the graph.
+    x = x.contiguous(memory_format=bias_act._memory_format(x)) # pylint: disable=protected-access
+    if f.ndim == 2:
+        return _Upfirdn2d.apply(x, f.contiguous(), _Pass(plugin, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain))
+    gain = gain ** 0.5
+    x = _Upfirdn2d.apply(x, f.reshape(1, fw), _Pass(plugin, upx, 1, downx, 1, padx0, padx1, 0, 0, flip_filter, gain))
+    return _Upfirdn2d.apply(x, f.reshape(fh, 1), _Pass(plugin, 1, upy, 1, downy, 0, 0, pady0, pady1, flip_filter, gain))
+
+@dataclasses.dataclass(frozen=True)
+class _Pass:
+    """One pass of the kernel: its arguments besides the input and the 2D filter."""
+    plugin:         object  # Op namespace holding upfirdn2d.
+    upx:            int
+    upy:            int
+    downx:          int
+    downy:          int
+    padx0:          int
+    padx1:          int
+    pady0:          int
+    pady1:          int
+    flip_filter:    bool
+    gain:           float
+
+    def __call__(self, x, f):
+        return self.plugin.upfirdn2d(x, f, self.upx, self.upy, self.downx, self.downy,
+            self.padx0, self.padx1, self.pady0, self.pady1, self.flip_filter, self.gain)
+
+    def transpose(self, in_w, in_h, out_w, out_h, fw, fh):
+        """The pass that computes the gradient with respect to the input (in_h x in_w)
+        from that with respect to the output (out_h x out_w): the adjoint of this
+        linear map. Input sample i met filter tap i * up + pad0 - o * down of
+        output o; upsampling the output gradient by down, padding it by
+        fw - 1 - pad0 and downsampling by up brings the same taps together in
+        reverse order (hence the flip). The trailing padding makes the result
+        in_w wide."""
+        return dataclasses.replace(self, upx=self.downx, upy=self.downy, downx=self.upx, downy=self.upy,
+            padx0=fw - 1 - self.padx0, padx1=in_w * self.upx - out_w * self.downx + self.padx0 - self.upx + 1,
+            pady0=fh - 1 - self.pady0, pady1=in_h * self.upy - out_h * self.downy + self.pady0 - self.upy + 1,
+            flip_filter=not self.flip_filter)
+
+class _Upfirdn2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, f, p): # pylint: disable=arguments-differ
+        y = p(x, f)
+        ctx.save_for_backward(f)
+        ctx.p = p
+        ctx.in_size = x.shape[2:]
+        ctx.memory_format = bias_act._memory_format(x) # pylint: disable=protected-access
+        return y
+
+    @staticmethod
+    def backward(ctx, dy): # pylint: disable=arguments-differ
+        f, = ctx.saved_tensors
+        dx = None
+        if ctx.needs_input_grad[0]:
+            (in_h, in_w), (out_h, out_w), (fh, fw) = ctx.in_size, dy.shape[2:], f.shape
+            # Applying this function again keeps the gradient differentiable.
+            dx = _Upfirdn2d.apply(dy.contiguous(memory_format=ctx.memory_format), f, ctx.p.transpose(in_w, in_h, out_w, out_h, fw, fh))
+        return dx, None, None
 
 #----------------------------------------------------------------------------
 
