@@ -17,16 +17,17 @@ Implementations (the `impl` argument):
             differentiable to any order.
     'cuda'  CUDA kernels: one pass (filtered_lrelu.cu) adds the bias,
             upsamples with fu (expanded to 2D when separable) and applies the
-            leaky ReLU, gain and clamp, writing the activated image and the
-            activation's derivative at each of its pixels; the downsampling
-            filter is then a pass of the upfirdn2d kernel. Backward multiplies
-            the incoming gradient by that saved derivative between two
-            upfirdn2d kernel passes (the filters' adjoints). As that
-            derivative is piecewise constant, whose own derivative is zero
-            almost everywhere, the backward pass is differentiable again,
-            giving the reference's second derivatives (NVIDIA's kernel has
-            none). float16, bfloat16, float32 and float64; no gradient with
-            respect to the filters.
+            leaky ReLU, gain and clamp, writing the upsampled, activated image
+            and, when a gradient will be needed, the activation's derivative
+            at each of its pixels (in x's dtype); the downsampling filter is
+            then a pass of the upfirdn2d kernel. Backward multiplies the
+            incoming gradient by that saved derivative between two upfirdn2d
+            kernel passes (the filters' adjoints). The derivative of a leaky
+            ReLU is piecewise constant, its own derivative zero almost
+            everywhere: kept as a constant, it leaves the backward pass
+            differentiable, with the reference's second derivatives (NVIDIA's
+            kernel has none). float16, bfloat16, float32 and float64 (filters
+            in float32); no gradient with respect to the filters.
 `resolve_impl()` chooses: the kernels for CUDA tensors of those dtypes once
 both plugins (this op's and upfirdn2d's) have been built (see
 torch_utils.custom_ops) and have passed their self-checks against the
@@ -184,8 +185,7 @@ def _filtered_lrelu_cuda(x, fu, fd, b, up, down, padding, gain, slope, clamp, fl
     if b is not None:
         bias_act._check_bias(x, b, 1)
         b = b.contiguous()
-    fu = torch.ones([1, 1]) if fu is None else fu
-    fu = fu.detach().to(device=x.device, dtype=torch.float32)
+    fu = torch.ones([1, 1], device=x.device) if fu is None else fu.detach().to(device=x.device, dtype=torch.float32)
     fu = torch.outer(fu, fu) if fu.ndim == 1 else fu.contiguous() # One 2D pass, to fuse the activation with it.
     # Made dense outside the autograd function, so that the copy is part of the graph.
     x = x.contiguous(memory_format=bias_act._memory_format(x))

@@ -27,7 +27,8 @@ Implementations (the `impl` argument):
     'cuda'  CUDA kernel (upfirdn2d.cu): one thread per output pixel sums the
             filter taps that meet input samples, skipping the inserted zeros;
             float16, bfloat16, float32 and float64 (half precision sums in
-            float32), contiguous or channels_last. A separable filter runs as
+            float32; the filter is taken in float32), contiguous or
+            channels_last. A separable filter runs as
             two passes, along x then y, as in the reference. The gradient with
             respect to x is itself an upfirdn2d (down and up swapped, the
             filter flipped, the padding mirrored), computed by the same
@@ -269,8 +270,7 @@ def _upfirdn2d_cuda(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, fl
     """The kernel of `plugin`; a separable filter runs as two passes, along x then y."""
     fw, fh = _get_filter_size(f)
     _check_sizes(x.shape[3], x.shape[2], fw, fh, upx, upy, padx0, padx1, pady0, pady1)
-    f = torch.ones([1, 1]) if f is None else f
-    f = f.detach().to(device=x.device, dtype=torch.float32)
+    f = torch.ones([1, 1], device=x.device) if f is None else f.detach().to(device=x.device, dtype=torch.float32)
     # Made dense outside the autograd function, so that the copy is part of the graph.
     x = x.contiguous(memory_format=bias_act._memory_format(x)) # pylint: disable=protected-access
     if f.ndim == 2:
