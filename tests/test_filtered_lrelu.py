@@ -186,18 +186,15 @@ def test_kernel_path_derivatives(case):
     assert torch.autograd.gradcheck(func, (x, b))
     assert torch.autograd.gradgradcheck(func, (x, b))
 
-@pytest.fixture
-def fresh_self_checks(monkeypatch):
-    """Forgets the self-checks run so far (each runs once per process)."""
-    monkeypatch.setattr(custom_ops, '_checked', {})
-
-def test_self_check_passes_correct_kernels(fresh_self_checks): # pylint: disable=redefined-outer-name,unused-argument
+def test_self_check_passes_correct_kernels(monkeypatch):
+    monkeypatch.setattr(custom_ops, '_checked', {}) # Forgets the self-checks run so far (each runs once per process).
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         assert filtered_lrelu._self_check((ReferenceFusedKernel(), ReferenceKernel()), torch.device('cpu'))
 
-def test_wrong_kernel_falls_back_to_ref(fresh_self_checks, monkeypatch): # pylint: disable=redefined-outer-name,unused-argument
+def test_wrong_kernel_falls_back_to_ref(monkeypatch):
     # A fused kernel that builds but computes wrong results: one warning naming the op, then the reference.
+    monkeypatch.setattr(custom_ops, '_checked', {})
     monkeypatch.setattr(filtered_lrelu, '_plugins', {})
     monkeypatch.setattr(upfirdn2d, '_plugin', ReferenceKernel)
     monkeypatch.setattr(custom_ops, 'try_get_plugin', lambda *args, **kwargs: ReferenceFusedKernel(error=1e-2))
@@ -266,7 +263,7 @@ def _random_cases(count):
     return cases
 
 @pytest.mark.parametrize('case', _random_cases(30))
-def test_cuda_matches_ref(cuda_kernels, case): # pylint: disable=redefined-outer-name,unused-argument
+def test_cuda_matches_ref(cuda_kernels, case):
     x, b, fu, fd, kwargs = _make(case)
     x, b = x.cuda(), b.cuda()
     fu = None if fu is None else fu.cuda()
@@ -278,7 +275,7 @@ def test_cuda_matches_ref(cuda_kernels, case): # pylint: disable=redefined-outer
 
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('up, down, size', [(2, 2, 36), (1, 2, 52), (2, 1, 20), (4, 2, 16)])
-def test_cuda_typical_shapes(cuda_kernels, channels_last, up, down, size): # pylint: disable=redefined-outer-name,unused-argument
+def test_cuda_typical_shapes(cuda_kernels, channels_last, up, down, size):
     # Like StyleGAN3's layers: separable (or radial, 2D) lowpass filters of 6 taps per factor, wide margins, batches.
     gen = torch.Generator().manual_seed(up * 10 + down)
     fu = filtered_lrelu_filter(6 * up, gen)
@@ -296,7 +293,7 @@ def filtered_lrelu_filter(taps, gen):
     f = torch.rand([taps], generator=gen, dtype=torch.float64) + 0.5
     return (f / f.sum()).float()
 
-def test_cuda_derivatives(cuda_kernels): # pylint: disable=redefined-outer-name,unused-argument
+def test_cuda_derivatives(cuda_kernels):
     # First and second derivatives, in float64; the reference's second derivatives are those of the filters.
     for case in [CASES[1], CASES[2], CASES[4]]:
         x, b, fu, fd, kwargs = _make(case, seed=3)
@@ -309,7 +306,7 @@ def test_cuda_derivatives(cuda_kernels): # pylint: disable=redefined-outer-name,
         assert torch.autograd.gradcheck(func, (x, b))
         assert torch.autograd.gradgradcheck(func, (x, b))
 
-def test_cuda_auto_choice(cuda_kernels): # pylint: disable=redefined-outer-name,unused-argument
+def test_cuda_auto_choice(cuda_kernels):
     x = torch.randn([1, 2, 6, 6], device='cuda')
     fu = _lowpass(4, 0).cuda()
     assert filtered_lrelu.resolve_impl(x) == 'cuda' and filtered_lrelu.resolve_impl(x, None, fu, fu) == 'cuda'

@@ -366,18 +366,15 @@ def test_kernel_path_derivatives(seed):
     assert torch.autograd.gradcheck(fn, [x])
     assert torch.autograd.gradgradcheck(fn, [x])
 
-@pytest.fixture
-def fresh_self_checks(monkeypatch):
-    """Forgets the self-checks run so far (each runs once per process)."""
-    monkeypatch.setattr(custom_ops, '_checked', {})
-
-def test_self_check_passes_a_correct_kernel(fresh_self_checks): # pylint: disable=redefined-outer-name,unused-argument
+def test_self_check_passes_a_correct_kernel(monkeypatch):
+    monkeypatch.setattr(custom_ops, '_checked', {}) # Forgets the self-checks run so far (each runs once per process).
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         assert upfirdn2d._self_check(ReferenceKernel(), torch.device('cpu'))
 
-def test_wrong_kernel_falls_back_to_ref(fresh_self_checks, monkeypatch): # pylint: disable=redefined-outer-name,unused-argument
+def test_wrong_kernel_falls_back_to_ref(monkeypatch):
     # A plugin that builds but computes wrong results: one warning naming the op, then the reference.
+    monkeypatch.setattr(custom_ops, '_checked', {})
     monkeypatch.setattr(upfirdn2d, '_plugins', {})
     monkeypatch.setattr(custom_ops, 'try_get_plugin', lambda *args, **kwargs: ReferenceKernel(error=1e-2))
     check = upfirdn2d._self_check
@@ -416,7 +413,7 @@ def _compare_with_ref(x, f, dtype, tol, **kwargs):
         assert error <= tol * max(1, expected.abs().max().item()), (error, kwargs)
 
 @pytest.mark.parametrize('seed', range(60))
-def test_cuda_matches_ref(cuda_kernel, seed): # pylint: disable=redefined-outer-name,unused-argument
+def test_cuda_matches_ref(cuda_kernel, seed):
     case = _random_case(seed)
     x = torch.as_tensor(case.pop('x'), device='cuda')
     f = torch.as_tensor(case.pop('f'), device='cuda')
@@ -436,7 +433,7 @@ TYPICAL = [
 
 @pytest.mark.parametrize('shape, taps, kwargs', TYPICAL)
 @pytest.mark.parametrize('channels_last', [False, True])
-def test_cuda_typical_shapes(cuda_kernel, shape, taps, kwargs, channels_last): # pylint: disable=redefined-outer-name,unused-argument
+def test_cuda_typical_shapes(cuda_kernel, shape, taps, kwargs, channels_last):
     f = upfirdn2d.setup_filter(taps, device='cuda', separable=len(taps) >= 8)
     x = torch.randn(shape, device='cuda')
     if channels_last:
@@ -444,7 +441,7 @@ def test_cuda_typical_shapes(cuda_kernel, shape, taps, kwargs, channels_last): #
     for dtype, tol in [(torch.float32, 1e-5), (torch.float16, 1e-2)]:
         _compare_with_ref(x, f, dtype, tol, **kwargs)
 
-def test_cuda_derivatives(cuda_kernel): # pylint: disable=redefined-outer-name,unused-argument
+def test_cuda_derivatives(cuda_kernel):
     f = upfirdn2d.setup_filter([1, 3, 3, 1], device='cuda')
     x = torch.randn([2, 3, 6, 5], dtype=torch.float64, device='cuda', requires_grad=True)
     for kwargs in [dict(up=2, padding=[2, 1, 2, 1]), dict(down=[2, 3], padding=[0, -1, 3, 1], flip_filter=True, gain=2)]:
@@ -452,7 +449,7 @@ def test_cuda_derivatives(cuda_kernel): # pylint: disable=redefined-outer-name,u
         assert torch.autograd.gradcheck(fn, [x])
         assert torch.autograd.gradgradcheck(fn, [x])
 
-def test_cuda_auto_choice(cuda_kernel): # pylint: disable=redefined-outer-name,unused-argument
+def test_cuda_auto_choice(cuda_kernel):
     x = torch.randn([1, 2, 6, 6], device='cuda')
     f = upfirdn2d.setup_filter([1, 3, 3, 1], device='cuda')
     assert upfirdn2d.resolve_impl(x) == 'cuda' and upfirdn2d.resolve_impl(x, None, f) == 'cuda'
