@@ -1,6 +1,8 @@
 """bias_act: the C++ and CUDA kernels against the pure-PyTorch reference, in
 value, first and second derivatives; edge cases; the automatic choice."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -184,6 +186,43 @@ def test_negative_dim_equals_positive():
     for impl in ['ref', 'auto']:
         torch.testing.assert_close(bias_act.bias_act(x, b, dim=-1, act='elu', impl=impl),
             bias_act.bias_act(x, b, dim=2, act='elu', impl='ref'), rtol=1e-12, atol=1e-12)
+
+#----------------------------------------------------------------------------
+# Self-check of a built kernel (runs on the CPU kernel here, on the CUDA one on GPU machines).
+
+class PerturbedPlugin:
+    """A plugin whose kernel computes the C++ kernel's result plus `error`."""
+    def __init__(self, plugin, error):
+        self.plugin = plugin
+        self.error = error
+
+    def bias_act(self, *args): # pylint: disable=missing-function-docstring
+        return self.plugin.bias_act(*args) + self.error
+
+def test_self_check_passes_the_real_kernel(cpu_kernel, monkeypatch):
+    monkeypatch.setattr(custom_ops, '_checked', {}) # Each self-check runs once per process: forget earlier ones.
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert bias_act._self_check(bias_act._plugin('cpu'), torch.device('cpu'))
+
+def test_wrong_cuda_kernel_falls_back_to_ref(cpu_kernel, monkeypatch):
+    # A CUDA plugin that builds but computes wrong results: one warning naming the op, then the reference.
+    cpu_plugin = bias_act._plugin('cpu')
+    monkeypatch.setattr(custom_ops, '_checked', {})
+    monkeypatch.setattr(bias_act, '_plugins', {})
+    monkeypatch.setattr(bias_act, '_load_plugin', lambda device_type: PerturbedPlugin(cpu_plugin, 1e-2))
+    check = bias_act._self_check
+    monkeypatch.setattr(bias_act, '_self_check', lambda plugin, device: check(plugin, torch.device('cpu')))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert bias_act._plugin('cuda') is None
+        assert bias_act._plugin('cuda') is None
+    assert len(caught) == 1 and 'bias_act kernel failed its self-check' in str(caught[0].message)
+    # A correct one passes.
+    monkeypatch.setattr(custom_ops, '_checked', {})
+    monkeypatch.setattr(bias_act, '_plugins', {})
+    monkeypatch.setattr(bias_act, '_load_plugin', lambda device_type: PerturbedPlugin(cpu_plugin, 0))
+    assert bias_act._plugin('cuda') is not None
 
 #----------------------------------------------------------------------------
 # CUDA kernel.

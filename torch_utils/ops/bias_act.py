@@ -71,8 +71,30 @@ def _load_plugin(device_type):
 
 def _plugin(device_type):
     if device_type not in _plugins:
-        _plugins[device_type] = _load_plugin(device_type)
+        plugin = _load_plugin(device_type)
+        # The CUDA kernel is checked against the reference on the GPU it runs on (see custom_ops.self_check());
+        # the CPU kernel is the one the test suite runs everywhere.
+        if plugin is not None and device_type == 'cuda' and not _self_check(plugin, torch.device('cuda')):
+            plugin = None
+        _plugins[device_type] = plugin
     return _plugins[device_type]
+
+def _self_check(plugin, device):
+    """Whether the kernel of `plugin` matches the reference on `device`, in value and
+    gradient, for every activation, with and without clamping (see custom_ops.self_check())."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn([3, 5, 4, 2], generator=gen, dtype=torch.float64) * 3
+    b = torch.randn([5], generator=gen, dtype=torch.float64)
+    def run(fn, dtype):
+        results = []
+        for i, spec in enumerate(activation_funcs.values()):
+            xd, bd = x.to(device, dtype).requires_grad_(True), b.to(device, dtype).requires_grad_(True)
+            y = fn(xd, bd, 1, spec, float(spec.def_alpha), float(spec.def_gain), 2.0 if i % 2 else None)
+            results += [y, *torch.autograd.grad(y.square().sum(), [xd, bd])]
+        return results
+    # float64 makes the reference exact; the kernel runs in float32, as networks use it.
+    return custom_ops.self_check('bias_act', lambda: run(lambda *args: _run_kernel(plugin, *args), torch.float32),
+        lambda: run(_bias_act_ref, torch.float64))
 
 def resolve_impl(x, impl=None):
     """Returns the implementation that bias_act(x, impl=impl) runs: 'ref', 'cpu' or 'cuda'.
@@ -132,7 +154,11 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
 
     if resolve_impl(x, impl) == 'ref':
         return _bias_act_ref(x, b, dim, spec, alpha, gain, clamp)
-    kernel = _Kernel(_plugin(x.device.type), dim, spec, alpha, gain, clamp)
+    return _run_kernel(_plugin(x.device.type), x, b, dim, spec, alpha, gain, clamp)
+
+def _run_kernel(plugin, x, b, dim, spec, alpha, gain, clamp):
+    """bias_act() through the kernel of `plugin`, differentiable as the reference."""
+    kernel = _Kernel(plugin, dim, spec, alpha, gain, clamp)
     # Made dense outside the autograd functions, so that the copies are part of the graph.
     x = x.contiguous(memory_format=_memory_format(x))
     b = b.contiguous() if b is not None else None
