@@ -14,14 +14,13 @@ Not a test: timings depend on the machine. Compare ratios within one run.
 
 import json
 import os
-import statistics
 import sys
-import time
 
 import click
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.kernel_timing import plugin_setup_seconds, speedup_fields, time_forward_backward # pylint: disable=wrong-import-position
 from torch_utils.ops import bias_act # pylint: disable=wrong-import-position
 
 #----------------------------------------------------------------------------
@@ -32,37 +31,6 @@ SHAPES = [([65536, 64], 1), ([8, 512, 256, 16], 1), ([16, 1024, 512], 2)]
 
 # (act, gain, clamp) as the networks call them, and two transcendental activations.
 ACTIVATIONS = [('linear', None, None), ('lrelu', None, 256), ('tanh', None, None), ('swish', None, None)]
-
-def sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-def median_ms(fns, device, reps):
-    """Median milliseconds of each function, timed in turn within every
-    repetition so that all see the same state of the memory allocator."""
-    times = [[] for _ in fns]
-    for rep in range(reps + 1):
-        for fn, fn_times in zip(fns, times):
-            sync(device)
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            if rep > 0: # The first round warms up.
-                fn_times.append(time.perf_counter() - start)
-    return [statistics.median(t) * 1e3 for t in times]
-
-def time_impls(impls, x, b, dy, reps, **kwargs):
-    """Milliseconds of the forward pass, and of forward + backward (to x and b), per implementation."""
-    xg, bg = x.detach().requires_grad_(True), b.detach().requires_grad_(True)
-    forward = [lambda impl=impl: bias_act.bias_act(x, b, impl=impl, **kwargs) for impl in impls]
-    both = [lambda impl=impl: torch.autograd.grad(bias_act.bias_act(xg, bg, impl=impl, **kwargs), [xg, bg], dy)
-        for impl in impls]
-    return median_ms(forward, x.device, reps), median_ms(both, x.device, reps)
-
-def plugin_setup_seconds(device_type):
-    start = time.perf_counter()
-    available = bias_act._plugin(device_type) is not None # pylint: disable=protected-access
-    return round(time.perf_counter() - start, 2) if available else None
 
 #----------------------------------------------------------------------------
 
@@ -75,7 +43,8 @@ def main(reps, threads):
     kernels = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
     report = dict(torch=torch.__version__, threads=torch.get_num_threads(),
         cpu_capability=torch.backends.cpu.get_cpu_capability(),
-        plugin_setup_s={kernel: plugin_setup_seconds(kernel) for kernel in kernels}, results=[])
+        plugin_setup_s={kernel: plugin_setup_seconds(lambda kernel=kernel: bias_act._plugin(kernel)) for kernel in kernels}, # pylint: disable=protected-access
+        results=[])
     for kernel in kernels:
         if report['plugin_setup_s'][kernel] is None:
             continue
@@ -86,10 +55,9 @@ def main(reps, threads):
             dy = torch.randn(shape, device=device)
             for act, gain, clamp in ACTIVATIONS:
                 kwargs = dict(dim=dim, act=act, gain=gain, clamp=clamp)
-                (ref_fwd, ker_fwd), (ref_both, ker_both) = time_impls(['ref', kernel], x, b, dy, reps, **kwargs)
-                report['results'].append(dict(kernel=kernel, shape=shape, dim=dim, act=act, clamp=clamp,
-                    ref_fwd_ms=round(ref_fwd, 3), kernel_fwd_ms=round(ker_fwd, 3), fwd_speedup=round(ref_fwd / ker_fwd, 2),
-                    ref_fwd_bwd_ms=round(ref_both, 3), kernel_fwd_bwd_ms=round(ker_both, 3), fwd_bwd_speedup=round(ref_both / ker_both, 2)))
+                run = lambda impl, x, b, kwargs=kwargs: bias_act.bias_act(x, b, impl=impl, **kwargs)
+                timings = time_forward_backward(run, ['ref', kernel], [x, b], dy, reps)
+                report['results'].append(dict(kernel=kernel, shape=shape, dim=dim, act=act, clamp=clamp, **speedup_fields(timings)))
     print(json.dumps(report, indent=1))
 
 if __name__ == '__main__':

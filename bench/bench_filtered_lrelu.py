@@ -18,14 +18,13 @@ Needs CUDA; without it, says so and exits.
 import json
 import os
 import sys
-import time
 
 import click
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.bench_bias_act import median_ms # pylint: disable=wrong-import-position
+from bench.kernel_timing import cuda_report, speedup_fields, time_forward_backward # pylint: disable=wrong-import-position
 from torch_utils.ops import filtered_lrelu # pylint: disable=wrong-import-position
 from torch_utils.ops import upfirdn2d # pylint: disable=wrong-import-position
 
@@ -57,40 +56,25 @@ def layer_args(shape, up, down, radial, device):
     padding = [pad0, pad_total - pad0, pad0, pad_total - pad0]
     return fu, fd, dict(up=up, down=down, padding=padding, gain=np.sqrt(2), slope=0.2, clamp=256)
 
-def time_impls(x, b, fu, fd, reps, **kwargs):
-    """Milliseconds of the forward pass, and of forward + backward, for 'ref' and 'cuda'."""
-    xg, bg = x.detach().requires_grad_(True), b.detach().requires_grad_(True)
-    dy = torch.randn_like(filtered_lrelu.filtered_lrelu(x, fu, fd, b, impl='ref', **kwargs))
-    run = lambda x, b, impl: filtered_lrelu.filtered_lrelu(x, fu, fd, b, impl=impl, **kwargs)
-    forward = [lambda impl=impl: run(x, b, impl) for impl in ['ref', 'cuda']]
-    both = [lambda impl=impl: torch.autograd.grad(run(xg, bg, impl), [xg, bg], dy) for impl in ['ref', 'cuda']]
-    return median_ms(forward, x.device, reps), median_ms(both, x.device, reps)
-
 #----------------------------------------------------------------------------
 
 @click.command()
 @click.option('--reps', type=int, default=20, show_default=True, help='Timed repetitions per measurement.')
 def main(reps):
-    if not torch.cuda.is_available():
-        print('bench_filtered_lrelu: CUDA is needed to benchmark the filtered_lrelu CUDA kernels; nothing to do.')
-        return
-    device = torch.device('cuda')
-    start = time.perf_counter()
-    available = filtered_lrelu._plugin() is not None # pylint: disable=protected-access
-    report = dict(torch=torch.__version__, device=torch.cuda.get_device_name(device),
-        plugin_setup_s=round(time.perf_counter() - start, 2) if available else None, results=[])
-    if available:
+    def measure(device):
         for shape, up, down, radial, dtype in CASES:
             fu, fd, kwargs = layer_args(shape, up, down, radial, device)
+            run = lambda impl, x, b, fu=fu, fd=fd, kwargs=kwargs: filtered_lrelu.filtered_lrelu(x, fu, fd, b, impl=impl, **kwargs)
             b = torch.randn(shape[1], device=device, dtype=dtype)
             for channels_last in [False, True]:
                 x = torch.randn(shape, device=device, dtype=dtype)
                 x = x.to(memory_format=torch.channels_last) if channels_last else x
-                (ref_fwd, ker_fwd), (ref_both, ker_both) = time_impls(x, b, fu, fd, reps, **kwargs)
-                report['results'].append(dict(shape=shape, dtype=str(dtype), channels_last=channels_last, up=up, down=down,
-                    fd=list(fd.shape), ref_fwd_ms=round(ref_fwd, 3), kernel_fwd_ms=round(ker_fwd, 3), fwd_speedup=round(ref_fwd / ker_fwd, 2),
-                    ref_fwd_bwd_ms=round(ref_both, 3), kernel_fwd_bwd_ms=round(ker_both, 3), fwd_bwd_speedup=round(ref_both / ker_both, 2)))
-    print(json.dumps(report, indent=1))
+                dy = torch.randn_like(run('ref', x, b))
+                timings = time_forward_backward(run, ['ref', 'cuda'], [x, b], dy, reps)
+                yield dict(shape=shape, dtype=str(dtype), channels_last=channels_last, up=up, down=down, fd=list(fd.shape), **speedup_fields(timings))
+    report = cuda_report('filtered_lrelu', filtered_lrelu._plugin, measure) # pylint: disable=protected-access
+    if report is not None:
+        print(json.dumps(report, indent=1))
 
 if __name__ == '__main__':
     main() # pylint: disable=no-value-for-parameter

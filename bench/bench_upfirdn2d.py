@@ -17,14 +17,13 @@ Needs CUDA; without it, says so and exits.
 import json
 import os
 import sys
-import time
 
 import click
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.bench_bias_act import median_ms # pylint: disable=wrong-import-position
+from bench.kernel_timing import cuda_report, speedup_fields, time_forward_backward # pylint: disable=wrong-import-position
 from torch_utils.ops import upfirdn2d # pylint: disable=wrong-import-position
 
 #----------------------------------------------------------------------------
@@ -39,38 +38,24 @@ CASES = [
     ([4, 128, 296, 296], np.hanning(14)[1:-1],  True,  dict(down=2),                               torch.float16),
 ]
 
-def time_impls(x, f, reps, **kwargs):
-    """Milliseconds of the forward pass, and of forward + backward, for 'ref' and 'cuda'."""
-    xg = x.detach().requires_grad_(True)
-    dy = torch.randn_like(upfirdn2d.upfirdn2d(x, f, impl='ref', **kwargs))
-    forward = [lambda impl=impl: upfirdn2d.upfirdn2d(x, f, impl=impl, **kwargs) for impl in ['ref', 'cuda']]
-    both = [lambda impl=impl: torch.autograd.grad(upfirdn2d.upfirdn2d(xg, f, impl=impl, **kwargs), [xg], dy) for impl in ['ref', 'cuda']]
-    return median_ms(forward, x.device, reps), median_ms(both, x.device, reps)
-
 #----------------------------------------------------------------------------
 
 @click.command()
 @click.option('--reps', type=int, default=20, show_default=True, help='Timed repetitions per measurement.')
 def main(reps):
-    if not torch.cuda.is_available():
-        print('bench_upfirdn2d: CUDA is needed to benchmark the upfirdn2d CUDA kernel; nothing to do.')
-        return
-    device = torch.device('cuda')
-    start = time.perf_counter()
-    available = upfirdn2d._plugin() is not None # pylint: disable=protected-access
-    report = dict(torch=torch.__version__, device=torch.cuda.get_device_name(device),
-        plugin_setup_s=round(time.perf_counter() - start, 2) if available else None, results=[])
-    if available:
+    def measure(device):
         for shape, taps, separable, kwargs, dtype in CASES:
             f = upfirdn2d.setup_filter(taps, device=device, separable=separable)
+            run = lambda impl, x, f=f, kwargs=kwargs: upfirdn2d.upfirdn2d(x, f, impl=impl, **kwargs)
             for channels_last in [False, True]:
                 x = torch.randn(shape, device=device, dtype=dtype)
                 x = x.to(memory_format=torch.channels_last) if channels_last else x
-                (ref_fwd, ker_fwd), (ref_both, ker_both) = time_impls(x, f, reps, **kwargs)
-                report['results'].append(dict(shape=shape, dtype=str(dtype), channels_last=channels_last, filter=list(f.shape), **kwargs,
-                    ref_fwd_ms=round(ref_fwd, 3), kernel_fwd_ms=round(ker_fwd, 3), fwd_speedup=round(ref_fwd / ker_fwd, 2),
-                    ref_fwd_bwd_ms=round(ref_both, 3), kernel_fwd_bwd_ms=round(ker_both, 3), fwd_bwd_speedup=round(ref_both / ker_both, 2)))
-    print(json.dumps(report, indent=1))
+                dy = torch.randn_like(run('ref', x))
+                timings = time_forward_backward(run, ['ref', 'cuda'], [x], dy, reps)
+                yield dict(shape=shape, dtype=str(dtype), channels_last=channels_last, filter=list(f.shape), **kwargs, **speedup_fields(timings))
+    report = cuda_report('upfirdn2d', upfirdn2d._plugin, measure) # pylint: disable=protected-access
+    if report is not None:
+        print(json.dumps(report, indent=1))
 
 if __name__ == '__main__':
     main() # pylint: disable=no-value-for-parameter

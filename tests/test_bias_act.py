@@ -1,14 +1,14 @@
 """bias_act: the C++ and CUDA kernels against the pure-PyTorch reference, in
 value, first and second derivatives; edge cases; the automatic choice."""
 
-import warnings
-
 import pytest
 import torch
 
 from torch_utils import custom_ops
 from torch_utils.ops import bias_act
 from torch_utils.ops.bias_act import activation_funcs
+
+from selfcheck import assert_dropped_after_one_warning, assert_passes_self_check
 
 ACTS = list(activation_funcs)
 
@@ -201,9 +201,7 @@ class PerturbedPlugin:
 
 def test_self_check_passes_the_real_kernel(cpu_kernel, monkeypatch):
     monkeypatch.setattr(custom_ops, '_checked', {}) # Each self-check runs once per process: forget earlier ones.
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')
-        assert bias_act._self_check(bias_act._plugin('cpu'), torch.device('cpu'))
+    assert_passes_self_check(lambda: bias_act._self_check(bias_act._plugin('cpu'), torch.device('cpu')))
 
 def test_wrong_cuda_kernel_falls_back_to_ref(cpu_kernel, monkeypatch):
     # A CUDA plugin that builds but computes wrong results: one warning naming the op, then the reference.
@@ -213,11 +211,7 @@ def test_wrong_cuda_kernel_falls_back_to_ref(cpu_kernel, monkeypatch):
     monkeypatch.setattr(bias_act, '_load_plugin', lambda device_type: PerturbedPlugin(cpu_plugin, 1e-2))
     check = bias_act._self_check
     monkeypatch.setattr(bias_act, '_self_check', lambda plugin, device: check(plugin, torch.device('cpu')))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        assert bias_act._plugin('cuda') is None
-        assert bias_act._plugin('cuda') is None
-    assert len(caught) == 1 and 'bias_act kernel failed its self-check' in str(caught[0].message)
+    assert_dropped_after_one_warning(lambda: bias_act._plugin('cuda'), 'bias_act')
     # A correct one passes.
     monkeypatch.setattr(custom_ops, '_checked', {})
     monkeypatch.setattr(bias_act, '_plugins', {})

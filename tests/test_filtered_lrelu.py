@@ -4,8 +4,6 @@ filter, subsampling), in value and in first and second derivatives; the CUDA
 kernels against the reference (on GPU machines), and the Python side of the
 kernel path, run on CPU with reference computations standing in for the kernels."""
 
-import warnings
-
 import numpy as np
 import pytest
 import scipy.signal
@@ -16,6 +14,7 @@ from torch_utils.ops import bias_act
 from torch_utils.ops import filtered_lrelu
 from torch_utils.ops import upfirdn2d
 
+from selfcheck import assert_dropped_after_one_warning, assert_passes_self_check
 from test_upfirdn2d import ReferenceKernel
 
 #----------------------------------------------------------------------------
@@ -188,9 +187,7 @@ def test_kernel_path_derivatives(case):
 
 def test_self_check_passes_correct_kernels(monkeypatch):
     monkeypatch.setattr(custom_ops, '_checked', {}) # Forgets the self-checks run so far (each runs once per process).
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')
-        assert filtered_lrelu._self_check((ReferenceFusedKernel(), ReferenceKernel()), torch.device('cpu'))
+    assert_passes_self_check(lambda: filtered_lrelu._self_check((ReferenceFusedKernel(), ReferenceKernel()), torch.device('cpu')))
 
 def test_wrong_kernel_falls_back_to_ref(monkeypatch):
     # A fused kernel that builds but computes wrong results: one warning naming the op, then the reference.
@@ -200,11 +197,7 @@ def test_wrong_kernel_falls_back_to_ref(monkeypatch):
     monkeypatch.setattr(custom_ops, 'try_get_plugin', lambda *args, **kwargs: ReferenceFusedKernel(error=1e-2))
     check = filtered_lrelu._self_check
     monkeypatch.setattr(filtered_lrelu, '_self_check', lambda plugins, device: check(plugins, torch.device('cpu')))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        assert filtered_lrelu._plugin() is None
-        assert filtered_lrelu._plugin() is None
-    assert len(caught) == 1 and 'filtered_lrelu kernel failed its self-check' in str(caught[0].message)
+    assert_dropped_after_one_warning(filtered_lrelu._plugin, 'filtered_lrelu')
 
 def test_resolve_impl_on_cpu():
     x = torch.zeros([1, 2, 4, 4])

@@ -3,8 +3,6 @@ implementations, in value and in first and second derivatives; the CUDA
 kernel against the reference (on GPU machines), and the Python side of the
 kernel path, run on CPU with the reference standing in for the kernel."""
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
@@ -13,6 +11,8 @@ from torch_utils import custom_ops
 from torch_utils.ops import bias_act
 from torch_utils.ops import conv2d_resample
 from torch_utils.ops import upfirdn2d
+
+from selfcheck import assert_dropped_after_one_warning, assert_passes_self_check
 
 #----------------------------------------------------------------------------
 # Naive numpy implementation, written from the definition: zero insertion,
@@ -368,9 +368,7 @@ def test_kernel_path_derivatives(seed):
 
 def test_self_check_passes_a_correct_kernel(monkeypatch):
     monkeypatch.setattr(custom_ops, '_checked', {}) # Forgets the self-checks run so far (each runs once per process).
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')
-        assert upfirdn2d._self_check(ReferenceKernel(), torch.device('cpu'))
+    assert_passes_self_check(lambda: upfirdn2d._self_check(ReferenceKernel(), torch.device('cpu')))
 
 def test_wrong_kernel_falls_back_to_ref(monkeypatch):
     # A plugin that builds but computes wrong results: one warning naming the op, then the reference.
@@ -379,11 +377,7 @@ def test_wrong_kernel_falls_back_to_ref(monkeypatch):
     monkeypatch.setattr(custom_ops, 'try_get_plugin', lambda *args, **kwargs: ReferenceKernel(error=1e-2))
     check = upfirdn2d._self_check
     monkeypatch.setattr(upfirdn2d, '_self_check', lambda plugin, device: check(plugin, torch.device('cpu')))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        assert upfirdn2d._plugin() is None
-        assert upfirdn2d._plugin() is None
-    assert len(caught) == 1 and 'upfirdn2d kernel failed its self-check' in str(caught[0].message)
+    assert_dropped_after_one_warning(upfirdn2d._plugin, 'upfirdn2d')
 
 #----------------------------------------------------------------------------
 # The CUDA kernel against the reference, on GPU machines.
