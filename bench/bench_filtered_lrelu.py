@@ -8,11 +8,14 @@ backward (to x and b) for the reference and the kernels, and their ratio (the
 kernels' speed-up). Also reports how long the plugins took to set up (builds
 or loads from the cache, and their self-checks).
 
+The CUDA kernels run the layers at training sizes, when CUDA is available;
+the CPU kernels run them on smaller feature maps (--device cpu), in float32,
+at 1 and 2 threads: the figures behind the choice of 'auto' on CPU.
+
     python bench/bench_filtered_lrelu.py
-    python bench/bench_filtered_lrelu.py --reps 50
+    python bench/bench_filtered_lrelu.py --device cpu --reps 50
 
 Not a test: timings depend on the machine. Compare ratios within one run.
-Needs CUDA; without it, says so and exits.
 """
 
 import json
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.kernel_timing import cuda_report, speedup_fields, time_forward_backward # pylint: disable=wrong-import-position
+from bench.kernel_timing import cpu_report, cuda_report, speedup_fields, time_forward_backward # pylint: disable=wrong-import-position
 from torch_utils.ops import filtered_lrelu # pylint: disable=wrong-import-position
 from torch_utils.ops import upfirdn2d # pylint: disable=wrong-import-position
 
@@ -38,6 +41,13 @@ CASES = [
     ([4, 128, 148, 148], 2, 2, False, torch.float16),
     ([4, 64, 276, 276],  2, 2, True,  torch.float16),
     ([4, 32, 276, 276],  2, 1, False, torch.float16),
+]
+
+# The same kinds of layers on CPU, on feature maps a CPU handles in tens of milliseconds.
+CPU_CASES = [
+    ([2, 64, 36, 36],    2, 2, False, torch.float32),
+    ([2, 32, 52, 52],    2, 2, True,  torch.float32),
+    ([2, 32, 52, 52],    2, 1, False, torch.float32),
 ]
 
 TAPS = 6 # Filter taps per sampling factor, as in StyleGAN3.
@@ -59,10 +69,11 @@ def layer_args(shape, up, down, radial, device):
 #----------------------------------------------------------------------------
 
 @click.command()
+@click.option('--device', 'kernel', type=click.Choice(['cuda', 'cpu']), default='cuda', show_default=True, help='Which kernels to time.')
 @click.option('--reps', type=int, default=20, show_default=True, help='Timed repetitions per measurement.')
-def main(reps):
+def main(kernel, reps):
     def measure(device):
-        for shape, up, down, radial, dtype in CASES:
+        for shape, up, down, radial, dtype in (CASES if kernel == 'cuda' else CPU_CASES):
             fu, fd, kwargs = layer_args(shape, up, down, radial, device)
             run = lambda impl, x, b, fu=fu, fd=fd, kwargs=kwargs: filtered_lrelu.filtered_lrelu(x, fu, fd, b, impl=impl, **kwargs)
             b = torch.randn(shape[1], device=device, dtype=dtype)
@@ -70,9 +81,10 @@ def main(reps):
                 x = torch.randn(shape, device=device, dtype=dtype)
                 x = x.to(memory_format=torch.channels_last) if channels_last else x
                 dy = torch.randn_like(run('ref', x, b))
-                timings = time_forward_backward(run, ['ref', 'cuda'], [x, b], dy, reps)
+                timings = time_forward_backward(run, ['ref', kernel], [x, b], dy, reps)
                 yield dict(shape=shape, dtype=str(dtype), channels_last=channels_last, up=up, down=down, fd=list(fd.shape), **speedup_fields(timings))
-    report = cuda_report('filtered_lrelu', filtered_lrelu._plugin, measure) # pylint: disable=protected-access
+    get_plugin = lambda: filtered_lrelu._plugin(kernel) # pylint: disable=protected-access
+    report = (cuda_report if kernel == 'cuda' else cpu_report)('filtered_lrelu', get_plugin, measure)
     if report is not None:
         print(json.dumps(report, indent=1))
 

@@ -1,6 +1,7 @@
 """Timing shared by the kernel benchmarks (bench_bias_act, bench_upfirdn2d,
 bench_filtered_lrelu): medians of interleaved repetitions, the time a
-plugin takes to become available, and the speed-up fields of a report row."""
+plugin takes to become available, the speed-up fields of a report row, and
+the reports of a CUDA and of a CPU kernel."""
 
 import statistics
 import time
@@ -58,5 +59,25 @@ def cuda_report(op_name, get_plugin, measure):
     setup_s = plugin_setup_seconds(get_plugin)
     return dict(torch=torch.__version__, device=torch.cuda.get_device_name(device), plugin_setup_s=setup_s,
         results=list(measure(device)) if setup_s is not None else [])
+
+def cpu_report(op_name, get_plugin, measure, threads=(1, 2)):
+    """The report of a CPU kernel benchmark: `measure(device)` yields its rows,
+    measured at each of the given numbers of threads (torch.set_num_threads),
+    which the rows record. Returns None, having said so, when the plugin is unavailable."""
+    device = torch.device('cpu')
+    setup_s = plugin_setup_seconds(get_plugin)
+    if setup_s is None:
+        print(f'The {op_name} CPU kernel is unavailable (see the warning); nothing to do.')
+        return None
+    results = []
+    saved = torch.get_num_threads()
+    try:
+        for n in threads:
+            torch.set_num_threads(n)
+            results += [dict(threads=n, **row) for row in measure(device)]
+    finally:
+        torch.set_num_threads(saved)
+    return dict(torch=torch.__version__, device='cpu', cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        plugin_setup_s=setup_s, results=results)
 
 #----------------------------------------------------------------------------

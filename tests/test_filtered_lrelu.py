@@ -1,8 +1,10 @@
 """filtered_lrelu against a direct composition written with numpy and scipy
 (bias, zero insertion, padding, FIR filter, leaky ReLU times gain, clamp, FIR
-filter, subsampling), in value and in first and second derivatives; the CUDA
-kernels against the reference (on GPU machines), and the Python side of the
-kernel path, run on CPU with reference computations standing in for the kernels."""
+filter, subsampling), in value and in first and second derivatives; the
+kernels against the reference: the CPU kernels everywhere, which run the
+per-pixel code of the CUDA kernels, and the CUDA kernels on GPU machines; and
+the Python side of the kernel path, with reference computations standing in
+for the kernels."""
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from torch_utils.ops import filtered_lrelu
 from torch_utils.ops import upfirdn2d
 
 from selfcheck import assert_dropped_after_one_warning, assert_passes_self_check
-from test_upfirdn2d import ReferenceKernel
+from test_upfirdn2d import ReferenceKernel, skip_unless_kernels_can_run
 
 #----------------------------------------------------------------------------
 
@@ -165,7 +167,7 @@ def test_kernel_path_matches_ref(case, channels_last):
         x = x.to(memory_format=torch.channels_last)
     x.requires_grad_(True)
     b.requires_grad_(True)
-    y = filtered_lrelu._filtered_lrelu_cuda(x, fu, fd, b, plugins=(ReferenceFusedKernel(), ReferenceKernel()), **kwargs)
+    y = filtered_lrelu._filtered_lrelu_kernel(x, fu, fd, b, plugins=(ReferenceFusedKernel(), ReferenceKernel()), **kwargs)
     y_ref = filtered_lrelu._filtered_lrelu_ref(x, fu, fd, b, **kwargs)
     # The kernel path expands a separable fu to 2D in float32, which rounds.
     torch.testing.assert_close(y, y_ref, rtol=1e-6, atol=1e-6)
@@ -181,7 +183,7 @@ def test_kernel_path_derivatives(case):
     x = x[:1, :2].clone().requires_grad_(True)
     b = b[:2].clone().requires_grad_(True)
     plugins = (ReferenceFusedKernel(), ReferenceKernel())
-    func = lambda x, b: filtered_lrelu._filtered_lrelu_cuda(x, fu, fd, b, plugins=plugins, **kwargs)
+    func = lambda x, b: filtered_lrelu._filtered_lrelu_kernel(x, fu, fd, b, plugins=plugins, **kwargs)
     assert torch.autograd.gradcheck(func, (x, b))
     assert torch.autograd.gradgradcheck(func, (x, b))
 
@@ -193,11 +195,11 @@ def test_wrong_kernel_falls_back_to_ref(monkeypatch):
     # A fused kernel that builds but computes wrong results: one warning naming the op, then the reference.
     monkeypatch.setattr(custom_ops, '_checked', {})
     monkeypatch.setattr(filtered_lrelu, '_plugins', {})
-    monkeypatch.setattr(upfirdn2d, '_plugin', ReferenceKernel)
+    monkeypatch.setattr(upfirdn2d, '_plugin', lambda device_type: ReferenceKernel())
     monkeypatch.setattr(custom_ops, 'try_get_plugin', lambda *args, **kwargs: ReferenceFusedKernel(error=1e-2))
     check = filtered_lrelu._self_check
     monkeypatch.setattr(filtered_lrelu, '_self_check', lambda plugins, device: check(plugins, torch.device('cpu')))
-    assert_dropped_after_one_warning(filtered_lrelu._plugin, 'filtered_lrelu')
+    assert_dropped_after_one_warning(lambda: filtered_lrelu._plugin('cpu'), 'filtered_lrelu (cpu)')
 
 def test_resolve_impl_on_cpu():
     x = torch.zeros([1, 2, 4, 4])
@@ -206,13 +208,19 @@ def test_resolve_impl_on_cpu():
         filtered_lrelu.resolve_impl(x, 'cuda')
 
 #----------------------------------------------------------------------------
-# The CUDA kernels against the reference, on GPU machines.
+# The kernels against the reference: the CPU kernels wherever a C++ compiler
+# is, the CUDA kernels on GPU machines.
 
-@pytest.fixture
-def cuda_kernels():
-    if not torch.cuda.is_available():
-        pytest.skip('needs CUDA: the filtered_lrelu kernels run on GPUs only')
-    assert filtered_lrelu._plugin() is not None, 'a CUDA kernel failed to build or its self-check; see the warnings'
+@pytest.fixture(params=['cpu', 'cuda'])
+def kernel_device(request):
+    """The device whose kernels a test runs, once they are built and self-checked."""
+    skip_unless_kernels_can_run(request.param)
+    assert filtered_lrelu._plugin(request.param) is not None, f'a {request.param} kernel failed to build or its self-check; see the warnings'
+    return request.param
+
+# The dtypes the kernels take, and their tolerance (see _compare_with_ref()).
+# float64 is limited by the float32 taps of a separable fu expanded to 2D.
+DTYPES = [(torch.float64, 1e-6), (torch.float32, 1e-5), (torch.float16, 1e-2), (torch.bfloat16, 2e-2)]
 
 def _compare_with_ref(x, b, fu, fd, dtype, tol, **kwargs):
     """The kernels in dtype against the reference in float64 on the same
@@ -224,7 +232,7 @@ def _compare_with_ref(x, b, fu, fd, dtype, tol, **kwargs):
     gen = torch.Generator().manual_seed(0)
     x = x.to(dtype).detach().requires_grad_(True)
     b = b.to(dtype).detach().requires_grad_(True)
-    y = filtered_lrelu.filtered_lrelu(x, fu, fd, b, impl='cuda', **kwargs)
+    y = filtered_lrelu.filtered_lrelu(x, fu, fd, b, impl=x.device.type, **kwargs)
     assert y.dtype == dtype and y.is_contiguous(memory_format=bias_act._memory_format(x))
     dy = torch.randn(y.shape, generator=gen).to(device=x.device, dtype=dtype)
     got = [y, *torch.autograd.grad(y, [x, b], dy)]
@@ -232,7 +240,8 @@ def _compare_with_ref(x, b, fu, fd, dtype, tol, **kwargs):
     b_ref = b.detach().double().requires_grad_(True)
     y_ref = filtered_lrelu.filtered_lrelu(x_ref, fu, fd, b_ref, impl='ref', **kwargs)
     expected = [y_ref, *torch.autograd.grad(y_ref, [x_ref, b_ref], dy.double())]
-    for name, a, e in zip(['y', 'dx', 'db'], got, expected):
+    names = ['y'] if dtype == torch.bfloat16 else ['y', 'dx', 'db']
+    for name, a, e in zip(names, got, expected):
         assert a.dtype == dtype and a.shape == e.shape, name
         if name == 'y':
             error, bound = (a.double() - e).abs().max().item(), tol * max(1, e.abs().max().item())
@@ -256,57 +265,59 @@ def _random_cases(count):
     return cases
 
 @pytest.mark.parametrize('case', _random_cases(30))
-def test_cuda_matches_ref(cuda_kernels, case):
+def test_kernel_matches_ref(kernel_device, case):
     x, b, fu, fd, kwargs = _make(case)
-    x, b = x.cuda(), b.cuda()
-    fu = None if fu is None else fu.cuda()
-    fd = None if fd is None else fd.cuda()
+    x, b = x.to(kernel_device), b.to(kernel_device)
+    fu = None if fu is None else fu.to(kernel_device)
+    fd = None if fd is None else fd.to(kernel_device)
     for channels_last in [False, True]:
         xl = x.to(memory_format=torch.channels_last) if channels_last else x
-        for dtype, tol in [(torch.float32, 1e-5), (torch.float16, 1e-2)]:
+        for dtype, tol in DTYPES:
             _compare_with_ref(xl, b, fu, fd, dtype, tol, **kwargs)
 
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('up, down, size', [(2, 2, 36), (1, 2, 52), (2, 1, 20), (4, 2, 16)])
-def test_cuda_typical_shapes(cuda_kernels, channels_last, up, down, size):
+def test_kernel_typical_shapes(kernel_device, channels_last, up, down, size):
     # Like StyleGAN3's layers: separable (or radial, 2D) lowpass filters of 6 taps per factor, wide margins, batches.
     gen = torch.Generator().manual_seed(up * 10 + down)
     fu = filtered_lrelu_filter(6 * up, gen)
     fd = torch.outer(filtered_lrelu_filter(6 * down, gen), filtered_lrelu_filter(6 * down, gen))
-    x = torch.randn([4, 48, size, size], generator=gen).cuda()
-    b = torch.randn([48], generator=gen).cuda()
+    x = torch.randn([4, 48, size, size], generator=gen).to(kernel_device)
+    b = torch.randn([48], generator=gen).to(kernel_device)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
     p = 5 * up + (5 * up) // 2
     kwargs = dict(up=up, down=down, padding=[p, p - 1, p, p - 1], gain=np.sqrt(2), slope=0.2, clamp=256)
-    for dtype, tol in [(torch.float32, 1e-5), (torch.float16, 1e-2)]:
-        _compare_with_ref(x, b, fu.cuda(), fd.cuda(), dtype, tol, **kwargs)
+    for dtype, tol in DTYPES[1:3]:
+        _compare_with_ref(x, b, fu.to(kernel_device), fd.to(kernel_device), dtype, tol, **kwargs)
 
 def filtered_lrelu_filter(taps, gen):
     f = torch.rand([taps], generator=gen, dtype=torch.float64) + 0.5
     return (f / f.sum()).float()
 
-def test_cuda_derivatives(cuda_kernels):
+def test_kernel_derivatives(kernel_device):
     # First and second derivatives, in float64; the reference's second derivatives are those of the filters.
     for case in [CASES[1], CASES[2], CASES[4]]:
         x, b, fu, fd, kwargs = _make(case, seed=3)
         kwargs['clamp'] = None if kwargs['clamp'] is None else 1e3 # Clamping's kink is not differentiable.
-        x = x[:1, :2].cuda().requires_grad_(True)
-        b = b[:2].cuda().requires_grad_(True)
-        fu = None if fu is None else fu.cuda()
-        fd = None if fd is None else fd.cuda()
-        func = lambda x, b, fu=fu, fd=fd, kwargs=kwargs: filtered_lrelu.filtered_lrelu(x, fu, fd, b, impl='cuda', **kwargs)
+        x = x[:1, :2].to(kernel_device).requires_grad_(True)
+        b = b[:2].to(kernel_device).requires_grad_(True)
+        fu = None if fu is None else fu.to(kernel_device)
+        fd = None if fd is None else fd.to(kernel_device)
+        func = lambda x, b, fu=fu, fd=fd, kwargs=kwargs: filtered_lrelu.filtered_lrelu(x, fu, fd, b, impl=kernel_device, **kwargs)
         assert torch.autograd.gradcheck(func, (x, b))
         assert torch.autograd.gradgradcheck(func, (x, b))
 
-def test_cuda_auto_choice(cuda_kernels):
-    x = torch.randn([1, 2, 6, 6], device='cuda')
-    fu = _lowpass(4, 0).cuda()
-    assert filtered_lrelu.resolve_impl(x) == 'cuda' and filtered_lrelu.resolve_impl(x, None, fu, fu) == 'cuda'
+def test_kernel_auto_choice(kernel_device):
+    x = torch.randn([1, 2, 6, 6], device=kernel_device)
+    fu = _lowpass(4, 0).to(kernel_device)
+    auto = kernel_device if kernel_device in filtered_lrelu._auto_devices else 'ref'
+    assert filtered_lrelu.resolve_impl(x) == auto and filtered_lrelu.resolve_impl(x, None, fu, fu) == auto
+    assert filtered_lrelu.resolve_impl(x, kernel_device, fu, fu) == kernel_device
     assert filtered_lrelu.resolve_impl(x, 'ref') == 'ref'
     fu.requires_grad_(True) # The kernels give no gradient with respect to the filters: the reference does.
     assert filtered_lrelu.resolve_impl(x, 'auto', fu) == 'ref'
-    with pytest.raises(ValueError, match="impl='cuda'"):
-        filtered_lrelu.filtered_lrelu(x, fu, impl='cuda')
+    with pytest.raises(ValueError, match=f"impl='{kernel_device}'"):
+        filtered_lrelu.filtered_lrelu(x, fu, impl=kernel_device)
 
 #----------------------------------------------------------------------------

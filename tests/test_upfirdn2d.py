@@ -1,7 +1,11 @@
 """upfirdn2d and its wrappers, and conv2d_resample, against naive numpy
-implementations, in value and in first and second derivatives; the CUDA
-kernel against the reference (on GPU machines), and the Python side of the
-kernel path, run on CPU with the reference standing in for the kernel."""
+implementations, in value and in first and second derivatives; the kernels
+against the reference: the CPU kernel everywhere, which runs the per-pixel
+code of the CUDA kernel, and the CUDA kernel on GPU machines; and the Python
+side of the kernel path, with the reference standing in for the kernel."""
+
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -351,7 +355,7 @@ def test_kernel_path_against_naive(seed):
     x = torch.as_tensor(x)
     if seed % 2:
         x = x.to(memory_format=torch.channels_last)
-    y = upfirdn2d._upfirdn2d_cuda(x, torch.as_tensor(f), *upfirdn2d._parse_args(**case), plugin=ReferenceKernel())
+    y = upfirdn2d._upfirdn2d_kernel(x, torch.as_tensor(f), *upfirdn2d._parse_args(**case), plugin=ReferenceKernel())
     assert y.is_contiguous(memory_format=bias_act._memory_format(x))
     np.testing.assert_allclose(y.numpy(), expected, rtol=1e-6, atol=1e-6 * max(1, np.abs(expected).max()))
 
@@ -362,7 +366,7 @@ def test_kernel_path_derivatives(seed):
     x = torch.as_tensor(case.pop('x')).requires_grad_(True)
     f = torch.as_tensor(case.pop('f')).double()
     args = upfirdn2d._parse_args(**case)
-    fn = lambda x: upfirdn2d._upfirdn2d_cuda(x, f, *args, plugin=ReferenceKernel())
+    fn = lambda x: upfirdn2d._upfirdn2d_kernel(x, f, *args, plugin=ReferenceKernel())
     assert torch.autograd.gradcheck(fn, [x])
     assert torch.autograd.gradgradcheck(fn, [x])
 
@@ -377,23 +381,38 @@ def test_wrong_kernel_falls_back_to_ref(monkeypatch):
     monkeypatch.setattr(custom_ops, 'try_get_plugin', lambda *args, **kwargs: ReferenceKernel(error=1e-2))
     check = upfirdn2d._self_check
     monkeypatch.setattr(upfirdn2d, '_self_check', lambda plugin, device: check(plugin, torch.device('cpu')))
-    assert_dropped_after_one_warning(upfirdn2d._plugin, 'upfirdn2d')
+    assert_dropped_after_one_warning(lambda: upfirdn2d._plugin('cpu'), 'upfirdn2d (cpu)')
 
 #----------------------------------------------------------------------------
-# The CUDA kernel against the reference, on GPU machines.
+# The kernels against the reference: the CPU kernel wherever a C++ compiler
+# is, the CUDA kernel on GPU machines.
 
-@pytest.fixture
-def cuda_kernel():
-    if not torch.cuda.is_available():
-        pytest.skip('needs CUDA: the upfirdn2d kernel runs on GPUs only')
-    assert upfirdn2d._plugin() is not None, 'the CUDA kernel failed to build or its self-check; see the warning'
+def skip_unless_kernels_can_run(device):
+    """Skips the test, saying why, when the kernels of `device` cannot be built here."""
+    if device == 'cuda' and not torch.cuda.is_available():
+        pytest.skip('needs CUDA: the CUDA kernels run on GPUs only')
+    if not custom_ops.enabled():
+        pytest.skip('custom ops disabled by CREPS_CUSTOM_OPS')
+    if shutil.which(os.environ.get('CXX', 'c++')) is None:
+        pytest.skip('needs a C++ compiler to build the kernels')
+
+@pytest.fixture(params=['cpu', 'cuda'])
+def kernel_device(request):
+    """The device whose kernel a test runs, once it is built and self-checked."""
+    skip_unless_kernels_can_run(request.param)
+    assert upfirdn2d._plugin(request.param) is not None, f'the {request.param} kernel failed to build or its self-check; see the warning'
+    return request.param
+
+# The dtypes the kernels take, and the tolerance relative to the largest
+# magnitude: half precision is summed in float32, so one rounding of the result.
+DTYPES = [(torch.float64, 1e-12), (torch.float32, 1e-5), (torch.float16, 1e-2), (torch.bfloat16, 1e-2)]
 
 def _compare_with_ref(x, f, dtype, tol, **kwargs):
-    """The kernel in dtype against the reference in float64 on the same
-    (dtype-rounded) input, in value and in the gradient with respect to x."""
+    """The kernel of x's device in dtype against the reference in float64 on
+    the same (dtype-rounded) input, in value and in the gradient with respect to x."""
     gen = torch.Generator().manual_seed(0)
     x = x.to(dtype).detach().requires_grad_(True)
-    y = upfirdn2d.upfirdn2d(x, f, impl='cuda', **kwargs)
+    y = upfirdn2d.upfirdn2d(x, f, impl=x.device.type, **kwargs)
     assert y.dtype == dtype and y.is_contiguous(memory_format=bias_act._memory_format(x))
     dy = torch.randn(y.shape, generator=gen).to(device=x.device, dtype=dtype)
     dx, = torch.autograd.grad(y, [x], dy)
@@ -404,16 +423,16 @@ def _compare_with_ref(x, f, dtype, tol, **kwargs):
     for got, expected in [(y, y_ref), (dx, dx_ref)]:
         assert got.shape == expected.shape
         error = (got.double() - expected).abs().max().item()
-        assert error <= tol * max(1, expected.abs().max().item()), (error, kwargs)
+        assert error <= tol * max(1, expected.abs().max().item()), (error, dtype, kwargs)
 
 @pytest.mark.parametrize('seed', range(60))
-def test_cuda_matches_ref(cuda_kernel, seed):
+def test_kernel_matches_ref(kernel_device, seed):
     case = _random_case(seed)
-    x = torch.as_tensor(case.pop('x'), device='cuda')
-    f = torch.as_tensor(case.pop('f'), device='cuda')
+    x = torch.as_tensor(case.pop('x'), device=kernel_device)
+    f = torch.as_tensor(case.pop('f'), device=kernel_device)
     if seed % 2:
         x = x.to(memory_format=torch.channels_last)
-    for dtype, tol in [(torch.float32, 1e-5), (torch.float16, 1e-2)]:
+    for dtype, tol in DTYPES:
         _compare_with_ref(x, f, dtype, tol, **case)
 
 # StyleGAN-like layers: filters of 4 (2D) and 12 taps (separable), odd sizes, batches and channels_last.
@@ -427,32 +446,34 @@ TYPICAL = [
 
 @pytest.mark.parametrize('shape, taps, kwargs', TYPICAL)
 @pytest.mark.parametrize('channels_last', [False, True])
-def test_cuda_typical_shapes(cuda_kernel, shape, taps, kwargs, channels_last):
-    f = upfirdn2d.setup_filter(taps, device='cuda', separable=len(taps) >= 8)
-    x = torch.randn(shape, device='cuda')
+def test_kernel_typical_shapes(kernel_device, shape, taps, kwargs, channels_last):
+    f = upfirdn2d.setup_filter(taps, device=kernel_device, separable=len(taps) >= 8)
+    x = torch.randn(shape, device=kernel_device)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
-    for dtype, tol in [(torch.float32, 1e-5), (torch.float16, 1e-2)]:
+    for dtype, tol in DTYPES[1:3]:
         _compare_with_ref(x, f, dtype, tol, **kwargs)
 
-def test_cuda_derivatives(cuda_kernel):
-    f = upfirdn2d.setup_filter([1, 3, 3, 1], device='cuda')
-    x = torch.randn([2, 3, 6, 5], dtype=torch.float64, device='cuda', requires_grad=True)
+def test_kernel_derivatives(kernel_device):
+    f = upfirdn2d.setup_filter([1, 3, 3, 1], device=kernel_device)
+    x = torch.randn([2, 3, 6, 5], dtype=torch.float64, device=kernel_device, requires_grad=True)
     for kwargs in [dict(up=2, padding=[2, 1, 2, 1]), dict(down=[2, 3], padding=[0, -1, 3, 1], flip_filter=True, gain=2)]:
-        fn = lambda x, kwargs=kwargs: upfirdn2d.upfirdn2d(x, f, impl='cuda', **kwargs)
+        fn = lambda x, kwargs=kwargs: upfirdn2d.upfirdn2d(x, f, impl=kernel_device, **kwargs)
         assert torch.autograd.gradcheck(fn, [x])
         assert torch.autograd.gradgradcheck(fn, [x])
 
-def test_cuda_auto_choice(cuda_kernel):
-    x = torch.randn([1, 2, 6, 6], device='cuda')
-    f = upfirdn2d.setup_filter([1, 3, 3, 1], device='cuda')
-    assert upfirdn2d.resolve_impl(x) == 'cuda' and upfirdn2d.resolve_impl(x, None, f) == 'cuda'
+def test_kernel_auto_choice(kernel_device):
+    x = torch.randn([1, 2, 6, 6], device=kernel_device)
+    f = upfirdn2d.setup_filter([1, 3, 3, 1], device=kernel_device)
+    auto = kernel_device if kernel_device in upfirdn2d._auto_devices else 'ref'
+    assert upfirdn2d.resolve_impl(x) == auto and upfirdn2d.resolve_impl(x, None, f) == auto
+    assert upfirdn2d.resolve_impl(x, kernel_device, f) == kernel_device
     assert upfirdn2d.resolve_impl(x, 'ref') == 'ref'
     f.requires_grad_(True) # The kernel gives no gradient with respect to f: the reference does.
     assert upfirdn2d.resolve_impl(x, 'auto', f) == 'ref'
-    with pytest.raises(ValueError, match="impl='cuda'"):
-        upfirdn2d.upfirdn2d(x, f, impl='cuda')
+    with pytest.raises(ValueError, match=f"impl='{kernel_device}'"):
+        upfirdn2d.upfirdn2d(x, f, impl=kernel_device)
     with torch.no_grad():
-        assert upfirdn2d.resolve_impl(x, 'auto', f) == 'cuda'
+        assert upfirdn2d.resolve_impl(x, kernel_device, f) == kernel_device
 
 #----------------------------------------------------------------------------

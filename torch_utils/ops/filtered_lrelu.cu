@@ -1,12 +1,12 @@
-// CUDA kernel of the bias_upsample_lrelu op (schema in filtered_lrelu.cpp):
-// one thread per pixel of the upsampled image, which filters the biased input
-// samples (upfirdn2d.h) and applies the activation (filtered_lrelu.h).
+// CUDA kernel of the bias_upsample_lrelu op (schema and CPU kernel in
+// filtered_lrelu.cpp): one thread per pixel of the upsampled image, which
+// filters the biased input samples (upfirdn2d.h) and applies the activation
+// (filtered_lrelu.h), in the per-pixel code that the CPU kernel runs as well.
 
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <cmath>
 #include <torch/library.h>
 #include <tuple>
 #include "filtered_lrelu.h"
@@ -15,24 +15,13 @@ namespace filtered_lrelu {
 
 using upfirdn2d::Geometry;
 
-template <class T, bool WriteGrad>
+template <class T>
 __global__ void bias_upsample_lrelu_kernel(Geometry g, const T* __restrict__ x, const T* __restrict__ b,
     const float* __restrict__ f, Activation a, T* __restrict__ y, T* __restrict__ dy_dv, uint32_t size)
 {
-    using S = upfirdn2d::acc_t<T>;
     const uint32_t i = blockIdx.x * (uint32_t)upfirdn2d::kBlockSize + threadIdx.x;
-    if (i >= size)
-        return;
-    const upfirdn2d::Pixel p = upfirdn2d::output_pixel(g, i);
-
-    // The bias goes on the input samples, so inserted zeros and padding stay
-    // zero, as when the reference adds it before upsampling.
-    const S bias = b ? S(b[p.c]) : S(0);
-    const S v = upfirdn2d::fir_pixel<S>(g, f, p, [&](int offset) { return S(x[offset]) + bias; });
-    S grad;
-    y[i] = T(activate<T>(v, a, grad));
-    if constexpr (WriteGrad)
-        dy_dv[i] = T(grad);
+    if (i < size)
+        bias_upsample_lrelu_pixel(g, x, b, f, a, y, dy_dv, i, upfirdn2d::output_pixel(g, i));
 }
 
 static std::tuple<at::Tensor, at::Tensor> bias_upsample_lrelu_cuda(const at::Tensor& x, const std::optional<at::Tensor>& b,
@@ -41,17 +30,16 @@ static std::tuple<at::Tensor, at::Tensor> bias_upsample_lrelu_cuda(const at::Ten
 {
     const c10::cuda::OptionalCUDAGuard device_guard(x.device());
     const Geometry g = prepare(x, b, fu, up, pad_x0, pad_x1, pad_y0, pad_y1, flip, up_gain);
-    at::Tensor y = upfirdn2d::empty_output(g, x);
-    at::Tensor dy_dv = write_grad ? upfirdn2d::empty_output(g, x) : at::empty({0}, x.options());
+    at::Tensor y, dy_dv;
+    std::tie(y, dy_dv) = empty_outputs(g, x, write_grad);
     const int64_t size = upfirdn2d::output_size(g);
     if (size == 0)
         return {y, dy_dv};
-    const Activation a = {slope, gain, clamp < 0 ? INFINITY : clamp};
+    const Activation a = make_activation(slope, gain, clamp);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "filtered_lrelu_cuda", [&]
     {
         const scalar_t* bias = b ? b->data_ptr<scalar_t>() : nullptr;
-        auto kernel = write_grad ? bias_upsample_lrelu_kernel<scalar_t, true> : bias_upsample_lrelu_kernel<scalar_t, false>;
-        kernel<<<upfirdn2d::num_blocks(size), upfirdn2d::kBlockSize, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        bias_upsample_lrelu_kernel<scalar_t><<<upfirdn2d::num_blocks(size), upfirdn2d::kBlockSize, 0, c10::cuda::getCurrentCUDAStream()>>>(
             g, x.data_ptr<scalar_t>(), bias, fu.data_ptr<float>(), a, y.data_ptr<scalar_t>(),
             write_grad ? dy_dv.data_ptr<scalar_t>() : nullptr, (uint32_t)size);
         C10_CUDA_KERNEL_LAUNCH_CHECK();

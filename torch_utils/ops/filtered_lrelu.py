@@ -28,10 +28,23 @@ Implementations (the `impl` argument):
             differentiable, with the reference's second derivatives (NVIDIA's
             kernel has none). float16, bfloat16, float32 and float64 (filters
             in float32); no gradient with respect to the filters.
-`resolve_impl()` chooses: the kernels for CUDA tensors of those dtypes once
-both plugins (this op's and upfirdn2d's) have been built (see
+    'cpu'   C++ kernels (filtered_lrelu.cpp, upfirdn2d.cpp): the CUDA
+            kernels' per-pixel code (filtered_lrelu.h, upfirdn2d.h), compiled
+            for the host and run by parallel loops over the output pixels, in
+            the same passes, with the same dtypes and derivatives. They are
+            there so that the arithmetic of the CUDA kernels is tested on
+            every machine, not for speed: on StyleGAN3-like layers at CPU
+            sizes (bench/bench_filtered_lrelu.py --device cpu; a 2.5 GHz
+            Xeon, AVX-512, torch 2.13, float32) they take 5 to 12 times as
+            long as the reference, forward and backward alike (at 1 thread,
+            forward: 117 ms against 13 ms for 2x up and down of
+            [2, 64, 36, 36] with 12-tap filters; at 2 threads alike).
+`resolve_impl()` chooses: the CUDA kernels for CUDA tensors of those dtypes
+once both plugins (this op's and upfirdn2d's) have been built (see
 torch_utils.custom_ops) and have passed their self-checks against the
-reference, else the reference.
+reference, else the reference. On CPU, 'auto' is the reference; the CPU
+kernels run when asked for by name (impl='cpu'), after the same builds and
+self-checks.
 """
 
 import dataclasses
@@ -48,21 +61,24 @@ from . import upfirdn2d
 
 #----------------------------------------------------------------------------
 
-_impls = ('ref', 'cuda')
+_impls = ('ref', 'cpu', 'cuda')
+_auto_devices = ('cuda',) # Devices on which 'auto' runs the kernels: not CPU, where they are slower (see the module docstring).
 
-_plugins = dict() # 'cuda' => (this op's namespace, upfirdn2d's), or None when unavailable; looked up once per process.
+_plugins = dict() # 'cpu' | 'cuda' => (this op's namespace, upfirdn2d's), or None when unavailable; looked up once per process.
 
-def _plugin():
-    if 'cuda' not in _plugins:
+def _plugin(device_type):
+    """The op namespaces of this op and upfirdn2d whose kernels run on `device_type`, built and self-checked, or None."""
+    if device_type not in _plugins:
         plugins = None
-        up_plugin = upfirdn2d._plugin() # pylint: disable=protected-access
+        up_plugin = upfirdn2d._plugin(device_type) # pylint: disable=protected-access
         if up_plugin is not None:
-            plugin = custom_ops.try_get_plugin('filtered_lrelu_cuda_plugin', sources=['filtered_lrelu.cpp', 'filtered_lrelu.cu'],
-                headers=['filtered_lrelu.h', 'upfirdn2d.h'], source_dir=os.path.dirname(__file__), is_python_module=False)
-            if plugin is not None and _self_check((plugin, up_plugin), torch.device('cuda')):
+            build = dict(headers=['filtered_lrelu.h', 'upfirdn2d.h'], source_dir=os.path.dirname(__file__), is_python_module=False,
+                extra_cflags=['-O3'] + custom_ops.cpu_simd_flags())
+            plugin = upfirdn2d._load_kernel_plugin('filtered_lrelu', 'filtered_lrelu.cpp', 'filtered_lrelu.cu', device_type, build) # pylint: disable=protected-access
+            if plugin is not None and _self_check((plugin, up_plugin), torch.device(device_type)):
                 plugins = (plugin, up_plugin)
-        _plugins['cuda'] = plugins
-    return _plugins['cuda']
+        _plugins[device_type] = plugins
+    return _plugins[device_type]
 
 def _self_check(plugins, device):
     """Whether the kernels of `plugins` match the reference on `device`, in
@@ -77,27 +93,30 @@ def _self_check(plugins, device):
         xg, bg = x.to(dtype).requires_grad_(True), b.to(dtype).requires_grad_(True)
         y = fn(xg, bg)
         return [y, *torch.autograd.grad(y.square().sum(), [xg, bg])]
-    return custom_ops.self_check('filtered_lrelu', lambda: run(lambda x, b: _filtered_lrelu_cuda(x, fu, fd, b, plugins=plugins, **args), torch.float32),
+    return custom_ops.self_check(f'filtered_lrelu ({device.type})', lambda: run(lambda x, b: _filtered_lrelu_kernel(x, fu, fd, b, plugins=plugins, **args), torch.float32),
         lambda: run(lambda x, b: _filtered_lrelu_ref(x, fu, fd, b, **args), torch.float64))
 
 def resolve_impl(x, impl='auto', fu=None, fd=None):
-    """Returns the implementation that filtered_lrelu(x, fu, fd, ..., impl=impl) runs: 'ref' or 'cuda'.
+    """Returns the implementation that filtered_lrelu(x, fu, fd, ..., impl=impl) runs: 'ref', 'cpu' or 'cuda'.
 
-    'auto' (or None) picks the CUDA kernels for a CUDA tensor of a dtype they
-    support, unless a filter needs a gradient, and when their plugins are
-    available (built and self-checked); otherwise 'ref'. An explicit 'cuda'
-    that is unavailable also gives 'ref'.
+    'auto' (or None) picks the kernels of x's device, if it is one of
+    `_auto_devices`, for a dtype they support, unless a filter needs a
+    gradient, and when their plugins are available (built and self-checked);
+    otherwise 'ref'. Explicit kernels that are unavailable also give 'ref'.
     """
     if impl not in (None, 'auto') + _impls:
         raise ValueError(f"impl must be 'auto' or one of {', '.join(repr(name) for name in _impls)}, got {impl!r}")
     if impl == 'ref':
         return 'ref'
     # pylint: disable=protected-access
-    usable = x.device.type == 'cuda' and x.dtype in upfirdn2d._kernel_dtypes and not (upfirdn2d._differentiates(fu) or upfirdn2d._differentiates(fd))
-    if impl == 'cuda' and not usable:
-        raise ValueError(f"impl='cuda' takes CUDA tensors of dtype {', '.join(map(str, upfirdn2d._kernel_dtypes))} and filters "
-            f'that need no gradient; got a {x.device.type} tensor of dtype {x.dtype}')
-    return 'cuda' if usable and _plugin() is not None else 'ref'
+    device = x.device.type
+    usable = x.dtype in upfirdn2d._kernel_dtypes and not (upfirdn2d._differentiates(fu) or upfirdn2d._differentiates(fd))
+    if impl in (None, 'auto'):
+        impl = device if device in _auto_devices and usable else 'ref'
+    elif impl != device or not usable:
+        raise ValueError(f"impl='{impl}' takes {impl} tensors of dtype {', '.join(map(str, upfirdn2d._kernel_dtypes))} and filters "
+            f'that need no gradient; got a {device} tensor of dtype {x.dtype}')
+    return impl if impl != 'ref' and _plugin(impl) is not None else 'ref'
 
 #----------------------------------------------------------------------------
 
@@ -119,7 +138,7 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=np
         slope:       Slope of the leaky ReLU for negative inputs.
         clamp:       Clamp the scaled leaky ReLU's output to [-clamp, +clamp], or None.
         flip_filter: False: convolution with the filters; True: correlation.
-        impl:        'auto', 'ref' or 'cuda' (see resolve_impl()).
+        impl:        'auto', 'ref', 'cpu' or 'cuda' (see resolve_impl()).
 
     Returns:
         [batch_size, num_channels, out_height, out_width] in x's dtype, with
@@ -140,9 +159,10 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=np
     if out_w < 1 or out_h < 1:
         raise ValueError(f'The output would be empty ({out_h}x{out_w})')
     args = dict(up=up, down=down, padding=padding, gain=float(gain), slope=float(slope), clamp=None if clamp is None else float(clamp), flip_filter=bool(flip_filter))
-    if resolve_impl(x, impl, fu, fd) == 'cuda':
-        return _filtered_lrelu_cuda(x, fu, fd, b, plugins=_plugin(), **args)
-    return _filtered_lrelu_ref(x, fu, fd, b, **args)
+    impl = resolve_impl(x, impl, fu, fd)
+    if impl == 'ref':
+        return _filtered_lrelu_ref(x, fu, fd, b, **args)
+    return _filtered_lrelu_kernel(x, fu, fd, b, plugins=_plugin(impl), **args)
 
 def _output_size(x, fu, fd, up, down, padding):
     """(out_width, out_height) of filtered_lrelu() with these arguments; padding as four ints."""
@@ -175,10 +195,10 @@ def _filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, fli
     return x
 
 #----------------------------------------------------------------------------
-# CUDA kernels: the fused bias, upsampling and activation pass, then the
+# Kernels: the fused bias, upsampling and activation pass, then the
 # downsampling pass of upfirdn2d.
 
-def _filtered_lrelu_cuda(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter, plugins):
+def _filtered_lrelu_kernel(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter, plugins):
     """The kernels of `plugins` (this op's namespace, upfirdn2d's). Arguments as _filtered_lrelu_ref()."""
     # pylint: disable=protected-access
     plugin, up_plugin = plugins
@@ -192,7 +212,7 @@ def _filtered_lrelu_cuda(x, fu, fd, b, up, down, padding, gain, slope, clamp, fl
     act = _BiasUpsampleLrelu(plugin, upfirdn2d._Pass(up_plugin, up, up, 1, 1, *padding, flip_filter, float(up ** 2)), slope, gain, clamp)
     write_grad = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
     y, _ = _BiasUpsampleLreluFn.apply(x, b, fu, act, write_grad)
-    return upfirdn2d._upfirdn2d_cuda(y, fd, 1, 1, down, down, 0, 0, 0, 0, flip_filter, 1.0, plugin=up_plugin)
+    return upfirdn2d._upfirdn2d_kernel(y, fd, 1, 1, down, down, 0, 0, 0, 0, flip_filter, 1.0, plugin=up_plugin)
 
 @dataclasses.dataclass(frozen=True)
 class _BiasUpsampleLrelu:

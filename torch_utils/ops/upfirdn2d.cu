@@ -1,5 +1,6 @@
-// CUDA kernel of the upfirdn2d op (schema in upfirdn2d.cpp): one thread per
-// output element, summing the filter taps that meet input samples (upfirdn2d.h).
+// CUDA kernel of the upfirdn2d op (schema and CPU kernel in upfirdn2d.cpp):
+// one thread per output element, summing the filter taps that meet input
+// samples (upfirdn2d.h, whose per-pixel code the CPU kernel runs as well).
 
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>

@@ -1,8 +1,10 @@
 // One FIR pass of upfirdn2d (upsample by zero insertion, pad, correlate with
-// a 2D filter, downsample) as the CUDA kernels compute it: the host-side
-// argument checks and geometry, and the per-pixel sum on the device. Shared
-// by the upfirdn2d kernel (upfirdn2d.cu) and the fused bias + upsampling +
-// leaky ReLU kernel of filtered_lrelu (filtered_lrelu.cu).
+// a 2D filter, downsample) as the kernels compute it: the host-side argument
+// checks and geometry, and the per-pixel sum, compiled for the host and the
+// device alike. Shared by the upfirdn2d kernels (upfirdn2d.cpp, upfirdn2d.cu)
+// and the fused bias + upsampling + leaky ReLU kernels of filtered_lrelu
+// (filtered_lrelu.cpp, filtered_lrelu.cu), so that the CPU kernels, which the
+// test suite runs everywhere, test the arithmetic of the CUDA ones.
 //
 // Output pixel (oy, ox) is the correlation of the padded, upsampled image u
 // with the filter k, starting at u's sample (oy * down_y, ox * down_x):
@@ -22,6 +24,13 @@
 #include <climits>
 #include <cstdint>
 #include <type_traits>
+
+#ifdef __CUDACC__
+#define UPFIRDN2D_HD __host__ __device__ __forceinline__
+#else
+#include <ATen/Parallel.h>
+#define UPFIRDN2D_HD inline
+#endif
 
 namespace upfirdn2d {
 
@@ -112,24 +121,28 @@ inline int64_t output_size(const Geometry& g)
 }
 
 //------------------------------------------------------------------------
-// Device side.
-
-#ifdef __CUDACC__
+// Per pixel, on the host and the device.
 
 // Arithmetic type for a stored type: half precision sums in float.
 template <class T> using acc_t = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
 
 // floor(a / b) for b > 0: C++ division truncates towards zero.
-__device__ __forceinline__ int floor_div(int a, int b)
+UPFIRDN2D_HD int floor_div(int a, int b)
 {
     return (a >= 0 ? a : a - b + 1) / b;
+}
+
+// i clamped to [0, n]: the device's min and max are not the host's.
+UPFIRDN2D_HD int clamp_index(int i, int n)
+{
+    return i < 0 ? 0 : (i > n ? n : i);
 }
 
 struct Pixel { int n, c, y, x; };
 
 // The output pixel at offset i of the dense output, in its memory order.
-// Consecutive threads take consecutive offsets, so that writes coalesce.
-__device__ __forceinline__ Pixel output_pixel(const Geometry& g, uint32_t i)
+// Consecutive CUDA threads take consecutive offsets, so that writes coalesce.
+UPFIRDN2D_HD Pixel output_pixel(const Geometry& g, uint32_t i)
 {
     Pixel p;
     if (g.channels_last)
@@ -152,17 +165,17 @@ __device__ __forceinline__ Pixel output_pixel(const Geometry& g, uint32_t i)
 // reads the input sample at that element offset (callers add a bias there,
 // for instance), in the arithmetic type S.
 template <class S, class Load>
-__device__ __forceinline__ S fir_pixel(const Geometry& g, const float* __restrict__ f, const Pixel& p, Load load)
+UPFIRDN2D_HD S fir_pixel(const Geometry& g, const float* __restrict__ f, const Pixel& p, Load load)
 {
     // Position in the upsampled image (before padding) of the first tap; input
     // sample i sits at i * up there. The loops run over the samples whose
     // positions fall within the filter's footprint and inside the image.
     const int y0 = p.y * g.down_y - g.pad_y0;
     const int x0 = p.x * g.down_x - g.pad_x0;
-    const int iy_begin = max(0, floor_div(y0 + g.up_y - 1, g.up_y));
-    const int iy_end = min(g.in_h, floor_div(y0 + g.filter_h - 1, g.up_y) + 1);
-    const int ix_begin = max(0, floor_div(x0 + g.up_x - 1, g.up_x));
-    const int ix_end = min(g.in_w, floor_div(x0 + g.filter_w - 1, g.up_x) + 1);
+    const int iy_begin = clamp_index(floor_div(y0 + g.up_y - 1, g.up_y), g.in_h);
+    const int iy_end = clamp_index(floor_div(y0 + g.filter_h - 1, g.up_y) + 1, g.in_h);
+    const int ix_begin = clamp_index(floor_div(x0 + g.up_x - 1, g.up_x), g.in_w);
+    const int ix_end = clamp_index(floor_div(x0 + g.filter_w - 1, g.up_x) + 1, g.in_w);
 
     const int base = p.n * g.stride_n + p.c * g.stride_c;
     S sum = S(0);
@@ -179,12 +192,32 @@ __device__ __forceinline__ S fir_pixel(const Geometry& g, const float* __restric
     return sum * S(g.gain);
 }
 
-// Blocks for a kernel of one thread per output element.
+//------------------------------------------------------------------------
+// Launch shapes: one CUDA thread, or one iteration of a CPU loop, per output element.
+
+#ifdef __CUDACC__
+
 constexpr int kBlockSize = 256;
 
 inline int num_blocks(int64_t size)
 {
     return (int)((size + kBlockSize - 1) / kBlockSize);
+}
+
+#else
+
+// Calls pixel(i, p) for every output element, offset i in memory order,
+// pixel p, split among threads in chunks of roughly kGrainTaps filter taps:
+// small images are not worth waking threads for.
+template <class Fn> void for_each_pixel(const Geometry& g, Fn pixel)
+{
+    constexpr int64_t kGrainTaps = 1 << 16;
+    const int64_t taps = ((g.filter_h + g.up_y - 1) / g.up_y) * ((g.filter_w + g.up_x - 1) / g.up_x);
+    at::parallel_for(0, output_size(g), (kGrainTaps + taps - 1) / taps, [&](int64_t begin, int64_t end)
+    {
+        for (int64_t i = begin; i < end; i++)
+            pixel(i, output_pixel(g, (uint32_t)i));
+    });
 }
 
 #endif
