@@ -16,8 +16,8 @@ from torch_utils.ops import bias_act
 from torch_utils.ops import filtered_lrelu
 from torch_utils.ops import upfirdn2d
 
-from selfcheck import assert_dropped_after_one_warning, assert_passes_self_check
-from test_upfirdn2d import ReferenceKernel, skip_unless_kernels_can_run
+from selfcheck import assert_dropped_after_one_warning, assert_passes_self_check, kernel_device_fixture
+from test_upfirdn2d import ReferenceKernel
 
 #----------------------------------------------------------------------------
 
@@ -211,12 +211,7 @@ def test_resolve_impl_on_cpu():
 # The kernels against the reference: the CPU kernels wherever a C++ compiler
 # is, the CUDA kernels on GPU machines.
 
-@pytest.fixture(params=['cpu', 'cuda'])
-def kernel_device(request):
-    """The device whose kernels a test runs, once they are built and self-checked."""
-    skip_unless_kernels_can_run(request.param)
-    assert filtered_lrelu._plugin(request.param) is not None, f'a {request.param} kernel failed to build or its self-check; see the warnings'
-    return request.param
+kernel_device = kernel_device_fixture(filtered_lrelu._plugin)
 
 # The dtypes the kernels take, and their tolerance (see _compare_with_ref()).
 # float64 is limited by the float32 taps of a separable fu expanded to 2D.

@@ -4,9 +4,6 @@ against the reference: the CPU kernel everywhere, which runs the per-pixel
 code of the CUDA kernel, and the CUDA kernel on GPU machines; and the Python
 side of the kernel path, with the reference standing in for the kernel."""
 
-import os
-import shutil
-
 import numpy as np
 import pytest
 import torch
@@ -16,7 +13,7 @@ from torch_utils.ops import bias_act
 from torch_utils.ops import conv2d_resample
 from torch_utils.ops import upfirdn2d
 
-from selfcheck import assert_dropped_after_one_warning, assert_passes_self_check
+from selfcheck import assert_dropped_after_one_warning, assert_passes_self_check, kernel_device_fixture
 
 #----------------------------------------------------------------------------
 # Naive numpy implementation, written from the definition: zero insertion,
@@ -387,21 +384,7 @@ def test_wrong_kernel_falls_back_to_ref(monkeypatch):
 # The kernels against the reference: the CPU kernel wherever a C++ compiler
 # is, the CUDA kernel on GPU machines.
 
-def skip_unless_kernels_can_run(device):
-    """Skips the test, saying why, when the kernels of `device` cannot be built here."""
-    if device == 'cuda' and not torch.cuda.is_available():
-        pytest.skip('needs CUDA: the CUDA kernels run on GPUs only')
-    if not custom_ops.enabled():
-        pytest.skip('custom ops disabled by CREPS_CUSTOM_OPS')
-    if shutil.which(os.environ.get('CXX', 'c++')) is None:
-        pytest.skip('needs a C++ compiler to build the kernels')
-
-@pytest.fixture(params=['cpu', 'cuda'])
-def kernel_device(request):
-    """The device whose kernel a test runs, once it is built and self-checked."""
-    skip_unless_kernels_can_run(request.param)
-    assert upfirdn2d._plugin(request.param) is not None, f'the {request.param} kernel failed to build or its self-check; see the warning'
-    return request.param
+kernel_device = kernel_device_fixture(upfirdn2d._plugin)
 
 # The dtypes the kernels take, and the tolerance relative to the largest
 # magnitude: half precision is summed in float32, so one rounding of the result.
