@@ -253,6 +253,23 @@ def try_get_plugin(module_name, sources, headers=None, source_dir=None, **build_
             f'Set torch_utils.custom_ops.verbosity = "full" to see the build as it runs.', RuntimeWarning, stacklevel=2)
         return None
 
+def try_get_device_plugin(name, device_type, cpp_sources, cuda_sources, extra_cuda_cflags=(), **build_kwargs):
+    """The plugin holding the kernel of op `name` for `device_type` ('cpu' or
+    'cuda'), or None after one warning (see try_get_plugin()).
+
+    On a CUDA machine one plugin, `<name>_cuda_plugin`, is built from the C++
+    and the CUDA sources and holds the kernels of both devices; elsewhere
+    `<name>_cpu_plugin` is built from the C++ sources alone.
+    """
+    if torch.cuda.is_available():
+        plugin = try_get_plugin(f'{name}_cuda_plugin', sources=list(cpp_sources) + list(cuda_sources),
+            extra_cuda_cflags=list(extra_cuda_cflags), **build_kwargs)
+        if plugin is not None or device_type == 'cuda':
+            return plugin
+    if device_type != 'cpu':
+        return None
+    return try_get_plugin(f'{name}_cpu_plugin', sources=list(cpp_sources), **build_kwargs)
+
 #----------------------------------------------------------------------------
 
 def _mismatch(got, expected, tol):

@@ -56,18 +56,10 @@ _kernel_dtypes = {
 _plugins = dict() # 'cpu' | 'cuda' => op namespace or None, looked up once per process.
 
 def _load_plugin(device_type):
-    build = dict(headers=['bias_act.h'], source_dir=os.path.dirname(__file__), is_python_module=False,
-        # -fno-trapping-math lets the compiler vectorize selects between arithmetic results.
+    # -fno-trapping-math lets the compiler vectorize selects between arithmetic results.
+    return custom_ops.try_get_device_plugin('bias_act', device_type, ['bias_act.cpp'], ['bias_act.cu'], extra_cuda_cflags=['--use_fast_math'],
+        headers=['bias_act.h'], source_dir=os.path.dirname(__file__), is_python_module=False,
         extra_cflags=['-O3', '-fno-trapping-math'] + custom_ops.cpu_simd_flags())
-    # The CUDA build holds the CPU kernel as well, so a CUDA machine builds one plugin for both.
-    if torch.cuda.is_available():
-        plugin = custom_ops.try_get_plugin('bias_act_cuda_plugin', sources=['bias_act.cpp', 'bias_act.cu'],
-            extra_cuda_cflags=['--use_fast_math'], **build)
-        if plugin is not None or device_type == 'cuda':
-            return plugin
-    if device_type != 'cpu':
-        return None
-    return custom_ops.try_get_plugin('bias_act_cpu_plugin', sources=['bias_act.cpp'], **build)
 
 def _plugin(device_type):
     if device_type not in _plugins:

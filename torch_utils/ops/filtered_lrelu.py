@@ -61,8 +61,8 @@ from . import upfirdn2d
 
 #----------------------------------------------------------------------------
 
-_impls = ('ref', 'cpu', 'cuda')
-_auto_devices = ('cuda',) # Devices on which 'auto' runs the kernels: not CPU, where they are slower (see the module docstring).
+# 'auto' runs the kernels on upfirdn2d's devices: resolve_impl() makes upfirdn2d's choice.
+_auto_devices = upfirdn2d._auto_devices # pylint: disable=protected-access
 
 _plugins = dict() # 'cpu' | 'cuda' => (this op's namespace, upfirdn2d's), or None when unavailable; looked up once per process.
 
@@ -72,9 +72,9 @@ def _plugin(device_type):
         plugins = None
         up_plugin = upfirdn2d._plugin(device_type) # pylint: disable=protected-access
         if up_plugin is not None:
-            build = dict(headers=['filtered_lrelu.h', 'upfirdn2d.h'], source_dir=os.path.dirname(__file__), is_python_module=False,
+            plugin = custom_ops.try_get_device_plugin('filtered_lrelu', device_type, ['filtered_lrelu.cpp'], ['filtered_lrelu.cu'],
+                headers=['filtered_lrelu.h', 'upfirdn2d.h'], source_dir=os.path.dirname(__file__), is_python_module=False,
                 extra_cflags=['-O3'] + custom_ops.cpu_simd_flags())
-            plugin = upfirdn2d._load_kernel_plugin('filtered_lrelu', 'filtered_lrelu.cpp', 'filtered_lrelu.cu', device_type, build) # pylint: disable=protected-access
             if plugin is not None and _self_check((plugin, up_plugin), torch.device(device_type)):
                 plugins = (plugin, up_plugin)
         _plugins[device_type] = plugins
@@ -104,19 +104,9 @@ def resolve_impl(x, impl='auto', fu=None, fd=None):
     gradient, and when their plugins are available (built and self-checked);
     otherwise 'ref'. Explicit kernels that are unavailable also give 'ref'.
     """
-    if impl not in (None, 'auto') + _impls:
-        raise ValueError(f"impl must be 'auto' or one of {', '.join(repr(name) for name in _impls)}, got {impl!r}")
-    if impl == 'ref':
-        return 'ref'
     # pylint: disable=protected-access
-    device = x.device.type
-    usable = x.dtype in upfirdn2d._kernel_dtypes and not (upfirdn2d._differentiates(fu) or upfirdn2d._differentiates(fd))
-    if impl in (None, 'auto'):
-        impl = device if device in _auto_devices and usable else 'ref'
-    elif impl != device or not usable:
-        raise ValueError(f"impl='{impl}' takes {impl} tensors of dtype {', '.join(map(str, upfirdn2d._kernel_dtypes))} and filters "
-            f'that need no gradient; got a {device} tensor of dtype {x.dtype}')
-    return impl if impl != 'ref' and _plugin(impl) is not None else 'ref'
+    usable = not (upfirdn2d._differentiates(fu) or upfirdn2d._differentiates(fd))
+    return upfirdn2d._choose_impl(x, impl, usable=usable, requirement='filters that need no gradient', plugin=_plugin)
 
 #----------------------------------------------------------------------------
 

@@ -72,20 +72,9 @@ _auto_devices = ('cuda',) # Devices on which 'auto' runs the kernel: not CPU, wh
 _plugins = dict() # 'cpu' | 'cuda' => op namespace, or None when unavailable; looked up once per process.
 
 def _load_plugin(device_type):
-    build = dict(headers=['upfirdn2d.h'], source_dir=os.path.dirname(__file__), is_python_module=False,
+    return custom_ops.try_get_device_plugin('upfirdn2d', device_type, ['upfirdn2d.cpp'], ['upfirdn2d.cu'],
+        headers=['upfirdn2d.h'], source_dir=os.path.dirname(__file__), is_python_module=False,
         extra_cflags=['-O3'] + custom_ops.cpu_simd_flags())
-    return _load_kernel_plugin('upfirdn2d', 'upfirdn2d.cpp', 'upfirdn2d.cu', device_type, build)
-
-def _load_kernel_plugin(name, cpp, cu, device_type, build):
-    """The plugin `name` with the kernel for `device_type`, or None. The CUDA
-    build holds the CPU kernel as well, so a CUDA machine builds one plugin for both."""
-    if torch.cuda.is_available():
-        plugin = custom_ops.try_get_plugin(f'{name}_cuda_plugin', sources=[cpp, cu], **build)
-        if plugin is not None or device_type == 'cuda':
-            return plugin
-    if device_type != 'cpu':
-        return None
-    return custom_ops.try_get_plugin(f'{name}_cpu_plugin', sources=[cpp], **build)
 
 def _plugin(device_type):
     """The op namespace whose kernel runs on `device_type`, built and self-checked, or None."""
@@ -117,18 +106,24 @@ def resolve_impl(x, impl='auto', f=None):
     when its plugin is available (built and self-checked); otherwise 'ref'.
     An explicit kernel that is unavailable also gives 'ref'.
     """
+    return _choose_impl(x, impl, usable=not _differentiates(f), requirement='a filter that needs no gradient', plugin=_plugin)
+
+def _choose_impl(x, impl, usable, requirement, plugin):
+    """The choice of resolve_impl(), shared with filtered_lrelu: `usable` says
+    whether the kernels can take the call apart from x's dtype, `requirement`
+    says in words what they need, and plugin(device_type) gives their plugin."""
     if impl not in (None, 'auto') + _impls:
         raise ValueError(f"impl must be 'auto' or one of {', '.join(repr(name) for name in _impls)}, got {impl!r}")
     if impl == 'ref':
         return 'ref'
     device = x.device.type
-    usable = x.dtype in _kernel_dtypes and not _differentiates(f)
+    usable = usable and x.dtype in _kernel_dtypes
     if impl in (None, 'auto'):
         impl = device if device in _auto_devices and usable else 'ref'
     elif impl != device or not usable:
-        raise ValueError(f"impl='{impl}' takes {impl} tensors of dtype {', '.join(map(str, _kernel_dtypes))} and a filter "
-            f'that needs no gradient; got a {device} tensor of dtype {x.dtype}')
-    return impl if impl != 'ref' and _plugin(impl) is not None else 'ref'
+        raise ValueError(f"impl='{impl}' takes {impl} tensors of dtype {', '.join(map(str, _kernel_dtypes))} and {requirement}; "
+            f'got a {device} tensor of dtype {x.dtype}')
+    return impl if impl != 'ref' and plugin(impl) is not None else 'ref'
 
 #----------------------------------------------------------------------------
 # Argument parsing, shared with conv2d_resample (under NVIDIA's names, which
