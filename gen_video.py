@@ -83,7 +83,7 @@ def interpolation_frames(ws, grid_w, grid_h, w_frames, kind, render_cells):
 
     ws:             Keyframe latents [grid_h, grid_w, num_keyframes, num_ws, w_dim].
     w_frames:       Frames from one keyframe to the next.
-    kind:           scipy.interpolate.interp1d kind ('linear', 'cubic').
+    kind:           'linear' or 'cubic' (see looping_interpolator()).
     render_cells:   Function of ws [cells, num_ws, w_dim] to uint8 images [cells, h, w, C].
     """
     num_keyframes = ws.shape[2]
@@ -146,6 +146,11 @@ def check_even(width, height, what):
     """H.264 in the yuv420p format that players accept needs even frame sides."""
     if width % 2 or height % 2:
         raise click.UsageError(f'video frames must have even sides for H.264; {what} gives {width}x{height}: change --scale or --size')
+
+def with_defaults(defaults, **values):
+    """`values` (in their order), each None replaced by its entry in `defaults`: the
+    options of one mode have no click defaults, so that giving one is detectable."""
+    return {name: defaults[name] if value is None else value for name, value in values.items()}
 
 def chosen_mode(given):
     """'zoom' or 'interpolation', from the names of the options given on the command line."""
@@ -214,8 +219,7 @@ def generate_video(ctx, network_pkl, seeds, output, grid, num_keyframes, w_frame
     if mode == 'zoom':
         if len(seeds) != 1:
             raise click.BadParameter(f'a zoom video renders one seed, got {len(seeds)}', param_hint='--seeds')
-        options = {name: value if name in given else ZOOM_DEFAULTS[name] for name, value in
-            dict(zoom_to=zoom_to, center=center, pan=pan, frames=frames).items()}
+        options = with_defaults(ZOOM_DEFAULTS, zoom_to=zoom_to, center=center, pan=pan, frames=frames)
         check_even(width, height, 'the frame size')
         num_frames = options.pop('frames')
         tile = tile or render.auto_tile(1, height, width, G.img_channels)
@@ -224,9 +228,8 @@ def generate_video(ctx, network_pkl, seeds, output, grid, num_keyframes, w_frame
         frame_iter = zoom_frames(G, ws, width, height, num_frames, tile=tile, precision=precision, **options)
         print(f'Zoom and pan on seed {seeds[0]}, magnification 1 to {options["zoom_to"]:g}: {num_frames} frames of {width}x{height}')
     else:
-        grid_w, grid_h = grid or INTERPOLATION_DEFAULTS['grid']
-        w_frames = w_frames or INTERPOLATION_DEFAULTS['w_frames']
-        kind = kind or INTERPOLATION_DEFAULTS['kind']
+        grid, w_frames, kind = with_defaults(INTERPOLATION_DEFAULTS, grid=grid, w_frames=w_frames, kind=kind).values()
+        grid_w, grid_h = grid
         cell_seeds = keyframe_seeds(seeds, grid_w, grid_h, num_keyframes, shuffle_seed)
         height, width = height * grid_h, width * grid_w
         check_even(width, height, f'a {grid_w}x{grid_h} grid of {width // grid_w}x{height // grid_h} images')

@@ -216,8 +216,10 @@ def atomic_output_path(path: str):
     permissions (0666 minus the umask)."""
     fd, temp_path = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-', suffix='-' + os.path.basename(path))
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        os.close(fd)
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())
+        finally:
+            os.close(fd)
         yield temp_path
         os.replace(temp_path, path)
     except BaseException:

@@ -23,7 +23,6 @@ import torch
 
 TILE_BUDGET_BYTES = 256 << 20 # Automatic tiling: largest float32 output tile (batch x pixels x channels) rendered at once.
 
-
 def supports_lines(synthesis):
     """Can this synthesis network render at arbitrary coordinate lines?"""
     return hasattr(synthesis, 'line_stage') and hasattr(synthesis, 'pixel_stage')
