@@ -142,6 +142,7 @@ def _two_process_worker(rank, setup, temp_dir, out_file):
     with open(f'{out_file}.{rank}', 'w') as f:
         json.dump(results, f)
 
+@pytest.mark.numerics
 def test_two_processes_give_the_results_of_one(setup, monkeypatch):
     monkeypatch.setenv(metric_utils.INCEPTION_ENV, setup.detector)
     # One thread, as in the workers: a generated pixel that rounds differently can change its uint8 value,

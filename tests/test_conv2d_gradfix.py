@@ -19,6 +19,9 @@ CONFIGS = [
 ]
 IDS = [f'cfg{i}' for i in range(len(CONFIGS))]
 
+# Compares computations whose rounding depends on the CPU's kernels and threads: run by .ci/cpu-variants.
+pytestmark = pytest.mark.numerics
+
 def _weight_shape(transposed, cin, cout, k, groups):
     return [cin, cout // groups, *k] if transposed else [cout, cin // groups, *k]
 

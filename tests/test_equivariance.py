@@ -12,6 +12,9 @@ from metrics import equivariance as eq
 from metrics import metric_utils
 from torch_utils import render
 
+# Compares computations whose rounding depends on the CPU's kernels and threads: run by .ci/cpu-variants.
+pytestmark = pytest.mark.numerics
+
 #----------------------------------------------------------------------------
 # A band-limited random field: a sum of plane waves whose frequencies (in cycles
 # per image side) stay below a quarter of the sampling rate in every direction.

@@ -11,6 +11,9 @@ from metrics import frechet_inception_distance as fid_module
 from metrics import kernel_inception_distance as kid_module
 from metrics import metric_utils
 
+# Compares computations whose rounding depends on the CPU's kernels and threads: run by .ci/cpu-variants.
+pytestmark = pytest.mark.numerics
+
 #----------------------------------------------------------------------------
 
 def random_cov(rng, dim, rank=None):

@@ -19,6 +19,9 @@ from torch_utils.ops import upfirdn2d
 from selfcheck import assert_dropped_after_one_warning, assert_passes_self_check, kernel_device_fixture
 from test_upfirdn2d import ReferenceKernel
 
+# Compares computations whose rounding depends on the CPU's kernels and threads: run by .ci/cpu-variants.
+pytestmark = pytest.mark.numerics
+
 #----------------------------------------------------------------------------
 
 def _quad(p):

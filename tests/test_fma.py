@@ -17,6 +17,9 @@ SHAPES = [
     ([5, 1, 1, 1], [1, 3, 1, 2], [1, 1, 4, 1]),
 ]
 
+# Compares computations whose rounding depends on the CPU's kernels and threads: run by .ci/cpu-variants.
+pytestmark = pytest.mark.numerics
+
 def _operands(shapes, dtype=torch.float64):
     g = torch.Generator().manual_seed(1)
     return [torch.randn(s, generator=g, dtype=dtype) for s in shapes]

@@ -57,6 +57,7 @@ def load(path):
 
 #----------------------------------------------------------------------------
 
+@pytest.mark.numerics
 def test_acceptance_scale_size_and_tiles(pickles, tmp_path):
     # The command of the acceptance criteria, as a user runs it: a real process.
     out = tmp_path / 'out'
@@ -77,6 +78,7 @@ def test_acceptance_scale_size_and_tiles(pickles, tmp_path):
         assert full.shape == (128, 128, 3)
         assert_same_quantized(full, tiled) # The pixel stage runs on other shapes per tile.
 
+@pytest.mark.numerics
 def test_seeds_are_reproducible_and_batch_independent(pickles, tmp_path):
     run_ok(['--network', pickles['uncond'], '--seeds=0,2,5-7', '--batch=1', '--outdir', tmp_path / 'a'])
     run_ok(['--network', pickles['uncond'], '--seeds=5-7,0,2', '--batch=3', '--outdir', tmp_path / 'b'])
@@ -94,6 +96,7 @@ def test_truncation(pickles, tmp_path):
     assert np.array_equal(load(tmp_path / 't0' / 'seed0000.png'), load(tmp_path / 't0' / 'seed0001.png'))
     assert not np.array_equal(load(tmp_path / 't5' / 'seed0000.png'), load(tmp_path / 't1' / 'seed0000.png'))
 
+@pytest.mark.numerics
 def test_viewport(pickles, tmp_path):
     # The left half of the frame at scale 2 equals the left columns of the full scale-2 render.
     run_ok(['--network', pickles['uncond'], '--seeds=4', '--scale=2', '--outdir', tmp_path / 'full'])
@@ -106,6 +109,7 @@ def test_viewport(pickles, tmp_path):
     run_ok(['--network', pickles['uncond'], '--seeds=4', '--viewport=-1,2,-0.5,1.5', '--size=48x32', '--outdir', tmp_path / 'out'])
     assert load(tmp_path / 'out' / 'seed0004.png').shape == (32, 48, 3)
 
+@pytest.mark.numerics
 def test_automatic_tiling_gives_same_pixels(pickles, tmp_path, monkeypatch):
     run_ok(['--network', pickles['uncond'], '--seeds=1', '--scale=3', '--outdir', tmp_path / 'one'])
     monkeypatch.setattr(render, 'TILE_BUDGET_BYTES', 20 * 20 * 3 * 4) # Forces 16-pixel tiles.

@@ -117,6 +117,7 @@ def test_layout_grid_places_cells_in_raster_order():
     assert grid.shape == (4, 9, 1)
     assert grid[0, ::3, 0].tolist() == [0, 1, 2] and grid[2, ::3, 0].tolist() == [3, 4, 5]
 
+@pytest.mark.numerics
 def test_interpolation_frames_are_the_keyframe_images(G):
     # Frame k * w_frames of the video is the image of keyframe k in every cell, at the requested scale.
     seeds = gen_video.keyframe_seeds([0, 1, 2, 3], 2, 1)
@@ -169,6 +170,7 @@ def test_camera_viewport():
     x0, x1, _, _ = gen_video.camera_viewport(0.5, 33, 33, 4, (0.5, 0.5), (0, 0))
     assert np.isclose(x1 - x0, 0.5)
 
+@pytest.mark.numerics
 def test_zoom_frames_render_the_camera_viewports(G):
     ws = mapped(G, [3])
     frames = list(gen_video.zoom_frames(G, ws, 32, 32, 3, zoom_to=4, center=(0.4, 0.5), pan=(0.2, 0)))

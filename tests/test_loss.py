@@ -121,6 +121,7 @@ def path_length_phase(G, pl_no_weight_grad, monkeypatch=None):
         gain=4, cur_nimg=0)
     return float(loss.pl_mean), grads_of(G), len(calls)
 
+@pytest.mark.numerics
 def test_pl_no_weight_grad_is_exact_with_non_fused_convolutions(monkeypatch):
     # StyleGAN2 in training with fused_modconv_default='inference_only' (train.py's
     # stylegan2 config): the convolution weights are parameters, not functions of w.

@@ -129,6 +129,7 @@ def tf1_resize_bilinear(img, out_h, out_w):
     bottom = img[:, yhi][:, :, xlo] * (1 - xf) + img[:, yhi][:, :, xhi] * xf
     return top * (1 - yf[:, None]) + bottom * yf[:, None]
 
+@pytest.mark.numerics
 @pytest.mark.parametrize('height, width', [(16, 16), (32, 32), (256, 256), (40, 30), (299, 299), (512, 512)])
 def test_tf_bilinear_resize_is_tf1s(height, width):
     img = np.random.default_rng(height * width).integers(0, 256, [3, height, width]).astype(np.float32)
@@ -338,6 +339,7 @@ def shapes_images(seed, count, size=64):
             img[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = rng.uniform(0, 255, 3)
     return torch.from_numpy(np.rint(images).astype(np.uint8).transpose(0, 3, 1, 2).copy())
 
+@pytest.mark.numerics
 def test_fid_helper_inception():
     try:
         path = metric_utils.fid_helper_path()

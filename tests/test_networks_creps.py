@@ -7,6 +7,9 @@ import torch
 from torch_utils import render
 from training.networks_creps import Generator
 
+# Compares computations whose rounding depends on the CPU's kernels and threads: run by .ci/cpu-variants.
+pytestmark = pytest.mark.numerics
+
 #----------------------------------------------------------------------------
 
 def tiny_generator(seed=0, **kwargs):

@@ -23,6 +23,9 @@ from metrics.precision_recall import compute_distances, precision_recall_from_fe
 from detectors import save_detector
 from numerics import torch_threads
 
+# Compares computations whose rounding depends on the CPU's kernels and threads: run by .ci/cpu-variants.
+pytestmark = pytest.mark.numerics
+
 #----------------------------------------------------------------------------
 # Precision and recall.
 

@@ -19,6 +19,9 @@ from torch_utils import render
 from detectors import save_detector
 from numerics import torch_threads
 
+# Compares computations whose rounding depends on the CPU's kernels and threads: run by .ci/cpu-variants.
+pytestmark = pytest.mark.numerics
+
 #----------------------------------------------------------------------------
 # Toy generators with the duck-typed interface of an any-scale generator:
 # pixel (i, j) = fn(ws, rows[i], cols[j]).

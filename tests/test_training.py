@@ -114,6 +114,7 @@ def test_short_run_writes_every_artifact(dataset, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert PIL.Image.open(out / 'seed0000.png').size == (64, 64)
 
+@pytest.mark.numerics
 def test_resume_after_sigkill_is_bitwise_exact(dataset, tmp_path):
     args = [f'--data={dataset}', '--gpus=1', '--batch=4', '--kimg=0.06', '--tick=0.012', '--snap=1', '--aug=ada', '--workers=1', '--mirror=1']
     result = train(tmp_path / 'straight', *args)
@@ -141,6 +142,7 @@ def test_resume_after_sigkill_is_bitwise_exact(dataset, tmp_path):
     assert_states_equal(final_state(resumed_dir), expected)
     assert float(final_state(resumed_dir)['networks']['augment_pipe']['p']) == float(expected['networks']['augment_pipe']['p'])
 
+@pytest.mark.numerics
 def test_two_processes_match_one(dataset, tmp_path):
     # Per-sample independence (no augmentation, minibatch-std groups of one, no path-length
     # regularization, whose running mean is per process) makes the global batch's gradient
@@ -218,6 +220,7 @@ def test_stylegan_configs_train_and_render(dataset, tmp_path, cfg, module, setti
     assert result.returncode == 0, result.stderr[-3000:]
     assert PIL.Image.open(out / 'seed0000.png').size == (16, 16)
 
+@pytest.mark.numerics
 def test_metrics_run_at_snapshots_without_changing_training(dataset, tmp_path):
     args = [f'--data={dataset}', '--gpus=1', '--batch=4', '--kimg=0.008', '--tick=0.004', '--aug=noaug', '--workers=0']
     plain = train(tmp_path / 'plain', *args)

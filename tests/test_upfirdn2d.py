@@ -15,6 +15,9 @@ from torch_utils.ops import upfirdn2d
 
 from selfcheck import assert_dropped_after_one_warning, assert_passes_self_check, kernel_device_fixture
 
+# Compares computations whose rounding depends on the CPU's kernels and threads: run by .ci/cpu-variants.
+pytestmark = pytest.mark.numerics
+
 #----------------------------------------------------------------------------
 # Naive numpy implementation, written from the definition: zero insertion,
 # padding or cropping, correlation with the flipped filter as a sum of
