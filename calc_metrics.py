@@ -87,11 +87,20 @@ def local_path(network_pkl):
         return urllib.parse.unquote(urllib.parse.urlsplit(network_pkl).path)
     return None if dnnlib.util.is_url(network_pkl) else network_pkl
 
+def plain_dataset_kwargs(kwargs, source):
+    """`kwargs` read from `source` (a file), as dataset options: a dict of names to plain
+    values (strings, numbers, booleans, None), since a file's contents must not choose
+    what objects get passed on; its class_name is checked when the dataset is built."""
+    plain = (str, int, float, bool, type(None))
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) and isinstance(v, plain) for k, v in kwargs.items()):
+        raise click.UsageError(f'{source}: its dataset options (training_set_kwargs) are not plain names and values; give the dataset with --data')
+    return dnnlib.EasyDict(kwargs)
+
 def lookup_dataset_kwargs(network_pkl, snapshot):
     """Dataset options of the run that wrote a snapshot: from the pickle, or from
     training_options.json beside it; None if neither has them."""
     if snapshot.get('training_set_kwargs') is not None:
-        return dnnlib.EasyDict(snapshot['training_set_kwargs'])
+        return plain_dataset_kwargs(snapshot['training_set_kwargs'], network_pkl)
     if local_path(network_pkl) is not None:
         options_file = os.path.join(os.path.dirname(os.path.abspath(local_path(network_pkl))), 'training_options.json')
         try:
@@ -100,7 +109,7 @@ def lookup_dataset_kwargs(network_pkl, snapshot):
         except (OSError, ValueError, AttributeError):
             kwargs = None
         if kwargs is not None:
-            return dnnlib.EasyDict(kwargs)
+            return plain_dataset_kwargs(kwargs, options_file)
     return None
 
 def one_line(err):
@@ -224,7 +233,7 @@ def calc_metrics(network_pkl, metrics, data, mirror, gpus, device, verbose, ince
         args.dataset_kwargs.xflip = mirror
     try:
         dnnlib.util.construct_class_by_name(**args.dataset_kwargs) # Bad paths and resolutions fail here, not in a worker.
-    except DatasetError as err:
+    except (DatasetError, dnnlib.util.ConstructionRefused, TypeError) as err: # TypeError: options the dataset class does not take.
         raise click.BadParameter(str(err), param_hint='--data' if data is not None else 'the snapshot\'s dataset (--data)')
     info('Dataset options:\n' + json.dumps(args.dataset_kwargs, indent=2))
 

@@ -7,7 +7,6 @@ import collections
 import concurrent.futures
 import contextlib
 import gzip
-import importlib
 import io
 import itertools
 import json
@@ -25,6 +24,7 @@ import numpy as np
 import PIL.Image
 import tqdm
 
+from dnnlib import safe_numpy
 from torch_utils import cli
 from training import dataset
 
@@ -227,21 +227,14 @@ def open_mnist(images_path):
     return ArraySource(f'MNIST {images_path}', images, labels, images_path)
 
 class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles plain data and numpy arrays only: a dataset archive must not run code."""
-    ALLOWED = {
-        ('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
-        ('numpy.core.multiarray', 'scalar'), ('numpy._core.multiarray', 'scalar'),
-        ('numpy.core.numeric', '_frombuffer'), ('numpy._core.numeric', '_frombuffer'),
-        ('numpy', 'ndarray'), ('numpy', 'dtype'),
-        ('_codecs', 'encode'), # Bytes in protocol-2 pickles written by Python 3.
-    }
+    """Unpickles plain data and numpy arrays only (through dnnlib.safe_numpy's checked
+    stand-ins): a dataset archive must not run code."""
 
     def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
+        found = safe_numpy.find_plain_global(module, name)
+        if found is None:
             raise pickle.UnpicklingError(f'refusing to load {module}.{name}')
-        if module.startswith('numpy.core.'): # numpy >= 2 moved numpy.core to numpy._core.
-            module = 'numpy._core.' + module[len('numpy.core.'):]
-        return getattr(importlib.import_module(module), name)
+        return found
 
 def open_cifar10(path):
     """The 50000 training images of the CIFAR-10 python archive (data_batch_1..5), as NVIDIA's tool uses."""
@@ -255,6 +248,9 @@ def open_cifar10(path):
                     raise click.ClickException(f'{path}: not a CIFAR-10 python archive (no cifar-10-batches-py/data_batch_{k})')
                 with tar.extractfile(member) as f:
                     batch = _ArrayUnpickler(f, encoding='latin1').load()
+                if not isinstance(batch, dict):
+                    raise click.ClickException(f'{path}: {member.name}: not a CIFAR-10 batch (a {type(batch).__name__})')
+                batch = {key: safe_numpy.resolve(value) for key, value in batch.items()}
                 data = np.asarray(batch['data'], dtype=np.uint8)
                 if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(batch['labels']) != len(data):
                     raise click.ClickException(f'{path}: {member.name}: expected "data" uint8 [N, 3072] and N "labels"')

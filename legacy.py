@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 import dnnlib
+from dnnlib import safe_numpy
 from torch_utils import persistence
 
 #----------------------------------------------------------------------------
@@ -201,12 +202,6 @@ def _safe_reconstructor(cls, base, state):
         raise UntrustedPickleError(f'refused to rebuild {getattr(cls, "__name__", cls)!r} via copyreg; {TRUST_HINT}')
     return object.__new__(cls)
 
-def _latin1_encode(text, encoding):
-    """_codecs.encode as protocol-2 pickles use it for bytes (numpy arrays): text to bytes only."""
-    if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'):
-        raise UntrustedPickleError(f'refused _codecs.encode with encoding {encoding!r}; {TRUST_HINT}')
-    return text.encode('latin1')
-
 def _load_storage_from_bytes(b):
     """torch.storage._load_from_bytes without its full unpickling: torch's weights-only loader."""
     return torch.load(io.BytesIO(b), weights_only=True, map_location='cpu')
@@ -215,25 +210,17 @@ def _allowed_globals():
     allowed = {
         ('collections', 'OrderedDict'): collections.OrderedDict,
         ('builtins', 'set'): set, ('builtins', 'frozenset'): frozenset, ('builtins', 'complex'): complex,
-        ('builtins', 'slice'): slice, ('builtins', 'bytearray'): bytearray,
-        ('copyreg', '_reconstructor'): _safe_reconstructor, ('_codecs', 'encode'): _latin1_encode,
+        ('builtins', 'slice'): slice,
+        ('copyreg', '_reconstructor'): _safe_reconstructor,
         ('torch._utils', '_rebuild_tensor'): torch._utils._rebuild_tensor,
         ('torch._utils', '_rebuild_tensor_v2'): torch._utils._rebuild_tensor_v2,
         ('torch._utils', '_rebuild_parameter'): torch._utils._rebuild_parameter,
         ('torch._utils', '_rebuild_parameter_with_state'): torch._utils._rebuild_parameter_with_state,
         ('torch.storage', '_load_from_bytes'): _load_storage_from_bytes,
         ('torch', 'device'): torch.device, ('torch', 'Size'): torch.Size,
-        ('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype,
         ('dnnlib.util', 'EasyDict'): dnnlib.EasyDict, ('dnnlib', 'EasyDict'): dnnlib.EasyDict,
         ('torch_utils.persistence', '_reconstruct_persistent_obj'): _Recorded,
     }
-    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
-        allowed[(module, '_reconstruct')] = np.ndarray.__reduce__(np.zeros(0))[0]
-        allowed[(module, 'scalar')] = np.float64(0).__reduce__()[0]
-    for module in ('numpy.core.numeric', 'numpy._core.numeric'):
-        frombuffer = sys.modules.get('numpy._core.numeric') or sys.modules.get('numpy.core.numeric')
-        if frombuffer is not None and hasattr(frombuffer, '_frombuffer'):
-            allowed[(module, '_frombuffer')] = frombuffer._frombuffer
     return allowed
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -245,7 +232,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         if _RestrictedUnpickler._allowed is None:
             _RestrictedUnpickler._allowed = _allowed_globals()
-        found = self._allowed.get((module, name))
+        found = self._allowed.get((module, name)) or safe_numpy.find_plain_global(module, name)
         if found is not None:
             return found
         if module == 'torch' and isinstance(getattr(torch, name, None), torch.dtype):
@@ -322,7 +309,7 @@ def _materialize(obj, memo):
     elif type(obj) is tuple:
         result = tuple(_materialize(value, memo) for value in obj)
     else:
-        result = obj
+        result = safe_numpy.resolve(obj) # numpy's stand-ins become arrays, scalars and dtypes.
     memo[id(obj)] = result
     return result
 

@@ -128,11 +128,36 @@ def call_func_by_name(*args, func_name: str = None, **kwargs) -> Any:
         raise TypeError(f'{func_name!r} is not callable')
     return func(*args, **kwargs)
 
+# The modules whose classes a config's class_name may name. Configs are also read back from
+# files that others make (a snapshot's training_set_kwargs, training_options.json beside it,
+# training states, safetensors metadata), so a class_name must never reach an arbitrary
+# callable, nor import an arbitrary module: only a class defined in one of these is built.
+CONSTRUCTIBLE_MODULES = ('training.dataset', 'training.networks_creps', 'training.networks_stylegan2',
+    'training.networks_stylegan3', 'training.augment', 'training.loss', 'torch.optim')
+
+class ConstructionRefused(ValueError):
+    """A class_name that names anything but a class of CONSTRUCTIBLE_MODULES."""
+
+def constructible_class(class_name: str) -> type:
+    """The class named `class_name` ('module.Class', the module one of CONSTRUCTIBLE_MODULES,
+    the class defined in it or its submodules); ConstructionRefused for any other name,
+    checked before anything is imported."""
+    module_name, _, local_name = class_name.rpartition('.') if isinstance(class_name, str) else ('', '', '')
+    refused = ConstructionRefused(f'refused to construct {class_name!r}: a class_name must name a class of '
+        f'{", ".join(CONSTRUCTIBLE_MODULES)}')
+    if module_name not in CONSTRUCTIBLE_MODULES or not local_name.isidentifier() or local_name.startswith('_'):
+        raise refused
+    cls = getattr(importlib.import_module(module_name), local_name, None)
+    if not isinstance(cls, type) or not (cls.__module__ == module_name or cls.__module__.startswith(module_name + '.')):
+        raise refused # A function, or a class imported from elsewhere.
+    return cls
+
 def construct_class_by_name(*args, class_name: str = None, **kwargs) -> Any:
-    """Build an instance of the class named `class_name` with the remaining arguments."""
+    """Build an instance of the class named `class_name` (see constructible_class) with the
+    remaining arguments."""
     if class_name is None:
         raise TypeError('construct_class_by_name() needs class_name')
-    return call_func_by_name(*args, func_name=class_name, **kwargs)
+    return constructible_class(class_name)(*args, **kwargs)
 
 def is_top_level_function(obj: Any) -> bool:
     """Is `obj` a function bound under its own name at the top level of its module?"""

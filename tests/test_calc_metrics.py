@@ -126,6 +126,29 @@ def test_dataset_from_training_options_or_data(setup):
     assert os.path.isfile(setup.root / 'elsewhere' / 'metric-fid24_full.jsonl')
     assert given[0]['snapshot_pkl'] == os.path.relpath(setup.snapshot, setup.root / 'elsewhere')
 
+def test_dataset_options_from_files_cannot_run_code(setup):
+    # A snapshot's training_set_kwargs, or training_options.json beside it, names the dataset class:
+    # a stranger's file could name any callable that takes keywords.
+    marker = setup.root / 'ran'
+    hostile = dict(class_name='subprocess.run', args=f'touch {marker}', shell=True)
+    with open(setup.snapshot, 'wb') as f:
+        pickle.dump({'G_ema': make_generator(), 'training_set_kwargs': hostile}, f)
+    base = ['--network', setup.snapshot, '--metrics', 'fid24_full', '--inception', setup.detector]
+    assert_clean_error(run(base), "refused to construct 'subprocess.run'", '--data')
+    with open(setup.snapshot, 'wb') as f:
+        pickle.dump({'G_ema': make_generator(), 'training_set_kwargs': None}, f)
+    with open(os.path.join(setup.run_dir, 'training_options.json'), 'w') as f:
+        json.dump({'training_set_kwargs': hostile}, f)
+    assert_clean_error(run(base), "refused to construct 'subprocess.run'")
+    assert not marker.exists()
+    # Values other than plain names and numbers are refused before anything is built.
+    with open(os.path.join(setup.run_dir, 'training_options.json'), 'w') as f:
+        json.dump({'training_set_kwargs': dict(dataset_kwargs(setup.data), path=[setup.data])}, f)
+    assert_clean_error(run(base), 'training_options.json', 'not plain names and values')
+    with open(os.path.join(setup.run_dir, 'training_options.json'), 'w') as f:
+        json.dump({'training_set_kwargs': dict(dataset_kwargs(setup.data), colour='red')}, f)
+    assert_clean_error(run(base), 'colour')
+
 #----------------------------------------------------------------------------
 
 def _two_process_worker(rank, setup, temp_dir, out_file):

@@ -1,6 +1,5 @@
 """dnnlib: EasyDict, format_time, building objects by name, the cache folder and open_url."""
 
-import collections
 import functools
 import hashlib
 import http.server
@@ -11,6 +10,7 @@ import sys
 import threading
 
 import pytest
+import torch
 
 import dnnlib
 from dnnlib import util
@@ -36,14 +36,33 @@ def test_format_time(seconds, text):
     assert util.format_time(seconds) == text
 
 def test_construct_and_call_by_name():
-    d = util.construct_class_by_name([('a', 1)], class_name='collections.OrderedDict', b=2)
-    assert isinstance(d, collections.OrderedDict) and d == {'a': 1, 'b': 2}
+    layer = torch.nn.Linear(2, 2)
+    opt = util.construct_class_by_name(layer.parameters(), class_name='torch.optim.Adam', lr=0.5)
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults['lr'] == 0.5
     assert util.call_func_by_name(3, func_name='np.square') == 9
     assert util.get_obj_by_name('os.path.join') is os.path.join
     with pytest.raises(AttributeError, match='no_such_name'):
         util.get_obj_by_name('os.path.no_such_name')
     with pytest.raises(ImportError):
         util.get_obj_by_name('no_such_module_xyz.thing')
+
+@pytest.mark.parametrize('class_name', [
+    'collections.OrderedDict',                  # A class, but not one of the project's modules.
+    'builtins.eval', 'os.system', 'subprocess.Popen',
+    'training.dataset.os',                      # A module imported by a project module.
+    'training.dataset.zipfile.ZipFile',
+    'training.networks_creps.persistence.persistent_class', # A function.
+    'training.dataset._private', 'training.dataset', 'training.dataset.NoSuchClass', '', 42, None.__class__,
+])
+def test_construct_refuses_anything_but_the_project_classes(class_name, tmp_path):
+    with pytest.raises(util.ConstructionRefused, match='refused to construct'):
+        util.construct_class_by_name(class_name=class_name, path=str(tmp_path))
+
+def test_construct_checks_the_name_before_importing():
+    assert 'antigravity' not in sys.modules
+    with pytest.raises(util.ConstructionRefused):
+        util.construct_class_by_name(class_name='antigravity.Thing')
+    assert 'antigravity' not in sys.modules
 
 def test_top_level_function_name():
     assert util.get_top_level_function_name(util.format_time) == 'dnnlib.util.format_time'

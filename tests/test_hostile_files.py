@@ -1,0 +1,125 @@
+"""Hostile files: pickles and dataset archives crafted to corrupt memory, run code
+or allocate far more than they hold. Each command that opens one stops with one
+line and a non-zero exit, runs nothing, and stays small. The commands run as
+real processes, so that a crash shows as a crash and memory is measured."""
+
+import io
+import os
+import pickle
+import resource
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+import legacy
+from dnnlib import safe_numpy
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCALAR = np.float64(0).__reduce__()[0] # numpy's multiarray.scalar, as pickles name it.
+
+#----------------------------------------------------------------------------
+# Payloads. Each pickles as numpy's (or Python's) own globals, in the order
+# the attacks use them; none is ever unpickled here by pickle.load.
+
+class PatchedDtype:
+    """np.dtype('f8') whose BUILD sets the flags of an object dtype: scalar() would
+    then read its 8 bytes as a pointer to a Python object."""
+    def __reduce__(self):
+        return (np.dtype, ('f8', False, True), (3, '|', None, None, None, -1, -1, 63))
+
+class PointerScalar:
+    def __reduce__(self):
+        return (SCALAR, (PatchedDtype(), b'\x41' * 8))
+
+class PointerArray:
+    """An array whose dtype is patched the same way, with 8 bytes of 'pointer'."""
+    def __reduce__(self):
+        template = np.zeros(1).__reduce__()
+        return (template[0], template[1], (1, (1,), PatchedDtype(), False, b'\x41' * 8))
+
+class HugeBytearray:
+    """bytearray(3e9) from a few bytes of pickle."""
+    def __reduce__(self):
+        return (bytearray, (3 * 10 ** 9,))
+
+class OversizedArray:
+    """An array state claiming 10^9 float64 values over 8 bytes."""
+    def __reduce__(self):
+        template = np.zeros(1).__reduce__()
+        return (template[0], template[1], (1, (10 ** 9,), np.dtype('f8'), False, b'\0' * 8))
+
+PAYLOADS = dict(pointer_scalar=PointerScalar(), pointer_array=PointerArray(), object_array=np.array([1, 'x'], dtype=object),
+    huge_bytearray=HugeBytearray(), oversized_array=OversizedArray())
+
+def run_command(script, *args):
+    """(exit code, stderr, peak RSS in MB) of a command-line tool run in a fresh process."""
+    proc = subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, args)], cwd=REPO, capture_output=True,
+        text=True, timeout=300)
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 # The largest child so far: an upper bound.
+    return proc.returncode, proc.stderr, peak_mb
+
+def assert_one_line_refusal(returncode, stderr, peak_mb, *phrases):
+    assert returncode == 1, f'exit {returncode} (negative: killed by a signal)\n{stderr[-2000:]}'
+    assert 'Traceback' not in stderr, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if line.startswith('Error')]
+    assert len(errors) == 1, stderr[-2000:]
+    for phrase in phrases:
+        assert phrase in errors[0], errors[0]
+    assert peak_mb < 1500, f'{peak_mb:.0f} MB'
+
+#----------------------------------------------------------------------------
+
+@pytest.mark.parametrize('name', list(PAYLOADS))
+def test_network_pickle_payloads_are_refused(tmp_path, name):
+    path = tmp_path / f'{name}.pkl'
+    path.write_bytes(pickle.dumps({'G_ema': PAYLOADS[name]}, protocol=2))
+    result = run_command('gen_images.py', f'--network={path}', '--seeds=0', f'--outdir={tmp_path / "out"}', '--device=cpu')
+    assert_one_line_refusal(*result, f'{name}.pkl')
+    assert not (tmp_path / 'out').exists()
+
+@pytest.mark.parametrize('name', list(PAYLOADS))
+def test_cifar_archive_payloads_are_refused(tmp_path, name):
+    archive = tmp_path / 'cifar-10-python.tar.gz'
+    with tarfile.open(archive, 'w:gz') as tar:
+        data = pickle.dumps({'data': PAYLOADS[name], 'labels': [0]}, protocol=2)
+        info = tarfile.TarInfo('cifar-10-batches-py/data_batch_1')
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    result = run_command('dataset_tool.py', f'--source={archive}', f'--dest={tmp_path / "out.zip"}')
+    assert_one_line_refusal(*result, str(archive))
+    assert not (tmp_path / 'out.zip').exists()
+
+#----------------------------------------------------------------------------
+# What real files hold still loads, through the same stand-ins.
+
+@pytest.mark.parametrize('protocol', range(6))
+def test_plain_numpy_data_loads_in_every_protocol(protocol):
+    data = {'big_endian': np.arange(6, dtype='>i2').reshape(2, 3), 'fortran': np.asfortranarray(np.ones([2, 3], np.float32)),
+        'scalar': np.float32(2.5), 'bool': np.array([True, False]), 'complex': np.complex64(1 + 2j), 'empty': np.zeros([0, 3]),
+        'bytes': b'\xff\x00', 'no_bytes': b'', 'bytearray': bytearray(b'xy')}
+    loaded = legacy.load_network_pkl(io.BytesIO(pickle.dumps(data, protocol=protocol)))
+    for key, value in data.items():
+        assert type(loaded[key]) is type(value) and np.array_equal(loaded[key], value), key
+        assert getattr(loaded[key], 'dtype', None) == getattr(value, 'dtype', None), key
+    assert loaded['fortran'].flags.f_contiguous and loaded['fortran'].flags.writeable
+
+def test_stand_ins_refuse_what_no_plain_array_has():
+    dtype = safe_numpy.DtypeSpec('f8')
+    for state in [(3, '|', None, None, None, -1, -1, 63), (3, '<', None, ('a',), {}, 8, 8, 16), (5, '<'), 'flags']:
+        with pytest.raises(safe_numpy.RefusedNumpyData, match='dtype state'):
+            dtype.__setstate__(state)
+    for spec in ['O', 'U3', 'V8', 'f4,i4', 'S5', 42]:
+        with pytest.raises(safe_numpy.RefusedNumpyData):
+            safe_numpy.DtypeSpec(spec)
+    with pytest.raises(safe_numpy.RefusedNumpyData, match='from 8 bytes'):
+        safe_numpy.ArraySpec().__setstate__((1, (2,), safe_numpy.DtypeSpec('f8'), False, b'\0' * 8))
+    with pytest.raises(safe_numpy.RefusedNumpyData, match='raw bytes'):
+        safe_numpy.ArraySpec().__setstate__((1, (2,), safe_numpy.DtypeSpec('f8'), False, [1.0, 2.0]))
+    with pytest.raises(safe_numpy.RefusedNumpyData, match='bytearray of int'):
+        safe_numpy.bytes_to_bytearray(10 ** 9)
+    assert safe_numpy.find_plain_global('numpy', 'frombuffer') is None and safe_numpy.find_plain_global('builtins', 'eval') is None
+
+#----------------------------------------------------------------------------
