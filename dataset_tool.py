@@ -188,27 +188,44 @@ def read_head(path, nbytes):
             return b''
     return head
 
+# Gzip shrinks MNIST's idx files about 5 times; a file that claims to expand much further is a
+# decompression bomb, refused before anything is decompressed beyond its header.
+MAX_GZIP_RATIO = 100
+
 def read_idx(path, magic):
-    """An MNIST idx file (gzip or not) as a uint8 array, checked against its header."""
+    """An MNIST idx file (gzip or not) as a uint8 array, checked against its header: the header's
+    shape must fit what the file can hold before any of the data is read."""
+    ndim = magic & 0xff
+    header_len = 4 + 4 * ndim
     try:
-        with open(path, 'rb') as f:
-            data = f.read()
-        if data[:2] == b'\x1f\x8b':
-            data = gzip.decompress(data)
+        file_size = os.path.getsize(path)
+        with open(path, 'rb') as raw:
+            compressed = raw.read(2) == b'\x1f\x8b'
+            raw.seek(0)
+            f = gzip.GzipFile(fileobj=raw) if compressed else raw
+            header = f.read(header_len)
+            if len(header) < header_len or int.from_bytes(header[:4], 'big') != magic:
+                raise click.ClickException(f'{path}: not an MNIST idx file (magic number {magic} expected)')
+            shape = [int.from_bytes(header[4 + 4 * k : 8 + 4 * k], 'big') for k in range(ndim)]
+            size = int(np.prod(shape, dtype=np.int64))
+            capacity = file_size * MAX_GZIP_RATIO if compressed else file_size - header_len
+            if size > capacity:
+                raise click.ClickException(f'{path}: the header claims {"x".join(map(str, shape))} bytes of data, more than '
+                    f'this {file_size}-byte file can hold' + (f' (over {MAX_GZIP_RATIO} times its size decompressed)' if compressed else ''))
+            data = f.read(size + 1)
     except (OSError, EOFError, zlib.error) as err:
         raise click.ClickException(f'{path}: cannot read: {one_line(err)}')
-    ndim = magic & 0xff
-    if len(data) < 4 + 4 * ndim or int.from_bytes(data[:4], 'big') != magic:
-        raise click.ClickException(f'{path}: not an MNIST idx file (magic number {magic} expected)')
-    shape = [int.from_bytes(data[4 + 4 * k : 8 + 4 * k], 'big') for k in range(ndim)]
-    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(shape)):
-        raise click.ClickException(f'{path}: truncated or padded: {arr.size} bytes of data for shape {"x".join(map(str, shape))}')
-    return arr.reshape(shape)
+    if len(data) != size:
+        raise click.ClickException(f'{path}: truncated or padded: {min(len(data), size)}{"+" if len(data) > size else ""} bytes of data '
+            f'for shape {"x".join(map(str, shape))}')
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 def open_mnist(images_path):
     """MNIST images (padded from 28x28 to 32x32 with black, as NVIDIA's tool does) and the labels beside them."""
     images = read_idx(images_path, IDX_IMAGES_MAGIC)
+    if not (1 <= images.shape[1] <= 32 and 1 <= images.shape[2] <= 32):
+        raise click.ClickException(f'{images_path}: images of {images.shape[2]}x{images.shape[1]}; MNIST images are padded to 32x32, '
+            'so they must be between 1x1 and 32x32')
     folder, base = os.path.split(images_path)
     labels = None
     if 'images-idx3' in base:

@@ -3,6 +3,7 @@ or allocate far more than they hold. Each command that opens one stops with one
 line and a non-zero exit, runs nothing, and stays small. The commands run as
 real processes, so that a crash shows as a crash and memory is measured."""
 
+import gzip
 import io
 import os
 import pickle
@@ -10,6 +11,7 @@ import resource
 import subprocess
 import sys
 import tarfile
+import zlib
 
 import numpy as np
 import pytest
@@ -90,6 +92,32 @@ def test_cifar_archive_payloads_are_refused(tmp_path, name):
         tar.addfile(info, io.BytesIO(data))
     result = run_command('dataset_tool.py', f'--source={archive}', f'--dest={tmp_path / "out.zip"}')
     assert_one_line_refusal(*result, str(archive))
+    assert not (tmp_path / 'out.zip').exists()
+
+def idx_header(magic, *shape):
+    return magic.to_bytes(4, 'big') + b''.join(n.to_bytes(4, 'big') for n in shape)
+
+def gzip_of_zeros(head, nbytes):
+    """gzip of `head` and `nbytes` zero bytes, compressed in pieces (a bomb, without holding it)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunk = bytes(1 << 20)
+    parts = [packer.compress(head)] + [packer.compress(chunk[:min(len(chunk), nbytes - k)]) for k in range(0, nbytes, len(chunk))]
+    return b''.join(parts) + packer.flush()
+
+@pytest.mark.parametrize('name, content, phrase', [
+    # 400 MB of zeros in 0.4 MB: over 100 times its size decompressed.
+    ('bomb-images-idx3-ubyte.gz', lambda: gzip_of_zeros(idx_header(2051, 510000, 28, 28), 510000 * 28 * 28), 'more than this'),
+    # 4 billion images claimed by a 16-byte header.
+    ('huge-images-idx3-ubyte', lambda: idx_header(2051, 4 * 10 ** 9, 28, 28), 'more than this 16-byte file can hold'),
+    # Two million images of 0x0: nothing to read, 2 GB once padded to 32x32.
+    ('empty-images-idx3-ubyte', lambda: idx_header(2051, 2 * 10 ** 6, 0, 0), 'images of 0x0'),
+    ('short-images-idx3-ubyte.gz', lambda: gzip.compress(idx_header(2051, 3, 28, 28) + bytes(100)), 'truncated'),
+])
+def test_mnist_headers_are_checked_against_the_file(tmp_path, name, content, phrase):
+    source = tmp_path / name
+    source.write_bytes(content())
+    result = run_command('dataset_tool.py', f'--source={source}', f'--dest={tmp_path / "out.zip"}', '--max-images=10')
+    assert_one_line_refusal(*result, name, phrase)
     assert not (tmp_path / 'out.zip').exists()
 
 #----------------------------------------------------------------------------
