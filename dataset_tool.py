@@ -73,10 +73,12 @@ class FileSource:
         else:
             self.kind = 'ZIP'
             try:
-                self.zip = zipfile.ZipFile(path)
+                self.zip = dataset.open_zip(path)
                 names = [name for name in self.zip.namelist() if not name.endswith('/')]
             except (OSError, zipfile.BadZipFile) as err:
                 raise click.ClickException(f'{path}: cannot read the ZIP: {one_line(err)}')
+            except dataset.DatasetError as err:
+                raise click.ClickException(str(err))
         self.names = sorted(name for name in names if dataset.is_image_file(name))
         self.count = len(self.names)
         if self.count == 0:

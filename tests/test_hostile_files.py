@@ -11,6 +11,7 @@ import resource
 import subprocess
 import sys
 import tarfile
+import zipfile
 import zlib
 
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 
 import legacy
 from dnnlib import safe_numpy
+from training.dataset import DatasetError, ImageFolderDataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALAR = np.float64(0).__reduce__()[0] # numpy's multiarray.scalar, as pickles name it.
@@ -119,6 +121,17 @@ def test_mnist_headers_are_checked_against_the_file(tmp_path, name, content, phr
     result = run_command('dataset_tool.py', f'--source={source}', f'--dest={tmp_path / "out.zip"}', '--max-images=10')
     assert_one_line_refusal(*result, name, phrase)
     assert not (tmp_path / 'out.zip').exists()
+
+def test_zip_bombs_are_refused_before_decompressing(tmp_path):
+    # 20 MB of zeros as an image member, deflated to 20 kB.
+    bomb = tmp_path / 'bomb.zip'
+    with zipfile.ZipFile(bomb, 'w', compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr('00000/img00000000.png', bytes(20 << 20))
+    result = run_command('dataset_tool.py', f'--source={bomb}', f'--dest={tmp_path / "out.zip"}')
+    assert_one_line_refusal(*result, 'bomb.zip', '00000/img00000000.png', 'decompression bomb')
+    assert not (tmp_path / 'out.zip').exists()
+    with pytest.raises(DatasetError, match='decompression bomb'):
+        ImageFolderDataset(str(bomb)) # Training and metrics open datasets the same way.
 
 #----------------------------------------------------------------------------
 # What real files hold still loads, through the same stand-ins.

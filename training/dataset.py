@@ -32,6 +32,26 @@ class DatasetError(ValueError):
     """A dataset that cannot be used as given; the message is one line naming the path."""
 
 #----------------------------------------------------------------------------
+# ZIP archives.
+
+# Images are compressed already, so their ZIP members shrink little (dataset_tool stores them
+# as they are); a member that claims to expand a hundred times and more is a decompression bomb.
+MAX_ZIP_RATIO = 100
+ZIP_RATIO_SLACK = 1 << 20 # Small members (dataset.json, flat test images) may shrink further.
+
+def open_zip(path):
+    """zipfile.ZipFile of `path`, refusing (DatasetError, naming the member) an archive with a
+    member whose declared size is over MAX_ZIP_RATIO times what it takes in the file; zipfile
+    itself reads no member beyond its declared size."""
+    archive = zipfile.ZipFile(path)
+    for info in archive.infolist():
+        if info.file_size > MAX_ZIP_RATIO * info.compress_size + ZIP_RATIO_SLACK:
+            archive.close()
+            raise DatasetError(f'{path}: member {info.filename} claims {info.file_size} bytes from {info.compress_size} '
+                f'compressed (over {MAX_ZIP_RATIO} times): refused as a decompression bomb')
+    return archive
+
+#----------------------------------------------------------------------------
 # Decoding images.
 
 # Files taken as images, by extension (lower case). Other files in the tree are ignored.
@@ -302,7 +322,7 @@ class ImageFolderDataset(Dataset):
     def _get_zipfile(self):
         assert self._type == 'zip'
         if self._zipfile is None or self._zipfile_pid != os.getpid():
-            self._zipfile = zipfile.ZipFile(self._path) # A forked process opens its own: seeks on a shared handle would race.
+            self._zipfile = open_zip(self._path) # A forked process opens its own: seeks on a shared handle would race.
             self._zipfile_pid = os.getpid()
         return self._zipfile
 
