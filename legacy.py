@@ -321,20 +321,42 @@ def _rebuild(rec, memo):
     kwargs = _materialize(state['_init_kwargs'], memo)
     if not isinstance(args, (tuple, list)) or not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
         raise _Mismatch(f'persistent object {rec.class_name!r}: corrupt init arguments')
+    recorded = _collect(state, '', rec.class_name)
     errors = []
     for cls in _candidate_classes(rec.class_name, rec.module_src, rec.module_name):
         try:
-            try:
-                net = cls(*args, **kwargs)
-            except Exception as err: # pylint: disable=broad-except
-                raise _Mismatch(f'cannot rebuild {_qualname(cls)} from the pickle: its constructor rejects the recorded '
-                    f'init arguments ({type(err).__name__}: {_one_line(err)})') from None
-            recorded = _collect(state, '', rec.class_name)
+            net = _construct(cls, args, kwargs, recorded.tensors, 'the pickle')
             _copy_into(net, recorded, _qualname(cls))
             return net
         except _Mismatch as err:
             errors.append(err)
     raise errors[0]
+
+# Elements a native network may have beyond those its file holds: a constructor may make buffers that
+# a file leaves out (none does so far), but a file must not make the loader allocate what it does not hold.
+CONSTRUCTION_SLACK_ELEMENTS = 1 << 20
+
+def _construct(cls, args, kwargs, tensors, where):
+    """cls(*args, **kwargs) with init arguments read from a file that holds `tensors` (a dict) for
+    the network: first built on the meta device, which allocates nothing, to refuse arguments that
+    ask for more parameters and buffers than the file's tensors hold."""
+    def rejected(err):
+        return _Mismatch(f'cannot rebuild {_qualname(cls)} from {where}: its constructor rejects the recorded '
+            f'init arguments ({type(err).__name__}: {_one_line(err)})')
+    try:
+        with torch.device('meta'):
+            needed = sum(t.numel() for t in _named_tensors(cls(*args, **kwargs)).values())
+    except Exception as err: # pylint: disable=broad-except
+        raise rejected(err) from None
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() // t.element_size() for t in tensors.values()}
+    held = sum(storages.values())
+    if needed > held + CONSTRUCTION_SLACK_ELEMENTS:
+        raise _Mismatch(f'cannot rebuild {_qualname(cls)} from {where}: its recorded init arguments ask for {needed} '
+            f'parameter and buffer values, but {where} holds {held}')
+    try:
+        return cls(*args, **kwargs)
+    except Exception as err: # pylint: disable=broad-except
+        raise rejected(err) from None
 
 def _collect(state, prefix, where):
     """Tensors, submodule class names, training flags and requires_grad of a recorded module tree."""
@@ -448,14 +470,10 @@ def _load_safetensors(buffer, source):
             module_name, _, class_name = spec['class_name'].rpartition('.')
             cls = _candidate_classes(class_name, '', module_name)[0]
             init = _from_json(dict(args=spec['init_args'], kwargs=spec['init_kwargs']))
-            try:
-                net = cls(*init['args'], **init['kwargs'])
-            except Exception as err: # pylint: disable=broad-except
-                raise _Mismatch(f'cannot rebuild {_qualname(cls)}: its constructor rejects the recorded init arguments '
-                    f'({type(err).__name__}: {_one_line(err)})') from None
             prefix = key + '.'
             recorded = dnnlib.EasyDict(classes=dict(), training={name: True for name in spec.get('training', [])},
                 tensors={name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)})
+            net = _construct(cls, init['args'], init['kwargs'], recorded.tensors, 'the file')
             recorded.requires_grad = {name: name in spec.get('requires_grad', []) for name, _p in net.named_parameters(remove_duplicate=False)}
             for name, module in net.named_modules(remove_duplicate=False):
                 recorded.training.setdefault(name, False)

@@ -7,7 +7,9 @@ import gzip
 import io
 import os
 import pickle
+import json
 import resource
+import struct
 import subprocess
 import sys
 import tarfile
@@ -132,6 +134,39 @@ def test_zip_bombs_are_refused_before_decompressing(tmp_path):
     assert not (tmp_path / 'out.zip').exists()
     with pytest.raises(DatasetError, match='decompression bomb'):
         ImageFolderDataset(str(bomb)) # Training and metrics open datasets the same way.
+
+class OversizedLayer:
+    """A real CREPS FullyConnectedLayer(4, 4) record whose init arguments are edited to ask
+    for 20000 x 20000 weights (1.6 GB), while the file holds 20 values."""
+    def __reduce__(self):
+        from training.networks_creps import FullyConnectedLayer # pylint: disable=import-outside-toplevel
+        rebuild, (meta,), _state = FullyConnectedLayer(4, 4).__reduce__()
+        meta['state']['_init_args'] = (20000, 20000)
+        return (rebuild, (meta,))
+
+def oversized_safetensors(path):
+    """legacy.export_safetensors of a FullyConnectedLayer(4, 4), its metadata edited to (20000, 20000)."""
+    from training.networks_creps import FullyConnectedLayer # pylint: disable=import-outside-toplevel
+    legacy.export_safetensors({'G_ema': FullyConnectedLayer(4, 4)}, path)
+    data = path.read_bytes()
+    header_len = struct.unpack('<Q', data[:8])[0]
+    header = json.loads(data[8 : 8 + header_len])
+    networks = json.loads(header['__metadata__']['networks'])
+    networks['G_ema']['init_args'] = [20000, 20000]
+    header['__metadata__']['networks'] = json.dumps(networks)
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack('<Q', len(text)) + text + data[8 + header_len:])
+
+@pytest.mark.parametrize('kind', ['pkl', 'safetensors'])
+def test_init_arguments_cannot_ask_for_more_than_the_file_holds(tmp_path, kind):
+    path = tmp_path / f'oversized.{kind}'
+    if kind == 'pkl':
+        path.write_bytes(pickle.dumps({'G_ema': OversizedLayer()}))
+    else:
+        oversized_safetensors(path)
+    result = run_command('gen_images.py', f'--network={path}', '--seeds=0', f'--outdir={tmp_path / "out"}', '--device=cpu')
+    assert_one_line_refusal(*result, f'oversized.{kind}', 'ask for 400020000 parameter and buffer values', 'holds 20')
+    assert not (tmp_path / 'out').exists()
 
 #----------------------------------------------------------------------------
 # What real files hold still loads, through the same stand-ins.

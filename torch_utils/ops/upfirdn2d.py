@@ -199,7 +199,7 @@ def setup_filter(f, device=torch.device('cpu'), normalize=True, flip_filter=Fals
     Returns:
         A float32 tensor [taps] (separable) or [height, width].
     """
-    f = torch.as_tensor(1 if f is None else f, dtype=torch.float32)
+    f = torch.as_tensor(1 if f is None else f, dtype=torch.float32, device='cpu') # Made from data on the CPU, then moved.
     if f.ndim not in (0, 1, 2) or f.numel() == 0:
         raise ValueError(f'A filter must have 0, 1 or 2 dimensions and at least one tap, got shape {list(f.shape)}')
     f = f.reshape(1) if f.ndim == 0 else f
