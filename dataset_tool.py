@@ -67,9 +67,7 @@ class FileSource:
         if os.path.isdir(path):
             self.kind = 'folder'
             self.zip = None
-            names = []
-            for root, _dirs, files in os.walk(path):
-                names += [os.path.relpath(os.path.join(root, f), path).replace(os.sep, '/') for f in files]
+            names = list(dataset.folder_files(path))
         else:
             self.kind = 'ZIP'
             try:

@@ -17,6 +17,7 @@ import zipfile
 import zlib
 
 import numpy as np
+import PIL.Image
 import pytest
 
 import legacy
@@ -167,6 +168,20 @@ def test_init_arguments_cannot_ask_for_more_than_the_file_holds(tmp_path, kind):
     result = run_command('gen_images.py', f'--network={path}', '--seeds=0', f'--outdir={tmp_path / "out"}', '--device=cpu')
     assert_one_line_refusal(*result, f'oversized.{kind}', 'ask for 400020000 parameter and buffer values', 'holds 20')
     assert not (tmp_path / 'out').exists()
+
+def test_fifos_in_a_dataset_folder_are_skipped(tmp_path):
+    # A FIFO named like an image: opening it would wait for a writer forever.
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    for i in range(2):
+        PIL.Image.new('RGB', (8, 8), (i * 100, 0, 0)).save(folder / f'img{i}.png')
+    os.mkfifo(folder / 'fifo.png')
+    result = subprocess.run([sys.executable, os.path.join(REPO, 'dataset_tool.py'), f'--source={folder}', f'--dest={tmp_path / "out.zip"}'],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    with zipfile.ZipFile(tmp_path / 'out.zip') as z:
+        assert len([name for name in z.namelist() if name.endswith('.png')]) == 2
+    assert len(ImageFolderDataset(str(folder))) == 2
 
 #----------------------------------------------------------------------------
 # What real files hold still loads, through the same stand-ins.

@@ -32,6 +32,17 @@ class DatasetError(ValueError):
     """A dataset that cannot be used as given; the message is one line naming the path."""
 
 #----------------------------------------------------------------------------
+# Folders.
+
+def folder_files(path):
+    """Paths (relative to `path`, '/'-separated) of the regular files in the folder tree `path`.
+    FIFOs, sockets and devices are left out: reading a FIFO named *.png would wait forever."""
+    for root, _dirs, files in os.walk(path):
+        for fname in files:
+            if os.path.isfile(os.path.join(root, fname)): # Follows symbolic links, as open() does.
+                yield os.path.relpath(os.path.join(root, fname), start=path).replace(os.sep, '/')
+
+#----------------------------------------------------------------------------
 # ZIP archives.
 
 # Images are compressed already, so their ZIP members shrink little (dataset_tool stores them
@@ -294,10 +305,7 @@ class ImageFolderDataset(Dataset):
             raise DatasetError(f'dataset {path} does not exist')
         if os.path.isdir(path):
             self._type = 'dir'
-            self._all_fnames = set()
-            for root, _dirs, files in os.walk(path):
-                for fname in files:
-                    self._all_fnames.add(os.path.relpath(os.path.join(root, fname), start=path).replace(os.sep, '/'))
+            self._all_fnames = set(folder_files(path))
         elif zipfile.is_zipfile(path):
             self._type = 'zip'
             self._all_fnames = {fname for fname in self._get_zipfile().namelist() if not fname.endswith('/')}
