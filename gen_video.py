@@ -120,16 +120,34 @@ def to_rgb(frame):
 @contextlib.contextmanager
 def video_writer(path, width, height, fps):
     """Yield a function that appends one RGB frame, uint8 [height, width, 3], to an
-    H.264 MP4 at `path`. The file appears at `path` only once it is complete."""
+    H.264 MP4 at `path`. The file appears at `path` only once it is complete and
+    decodes to every frame appended; otherwise a ClickException says what failed
+    and an earlier file at `path` is left as it was."""
     with dnnlib.util.atomic_output_path(path) as temp_path:
         # macro_block_size=1: ffmpeg must not resize frames; sizes are checked to be even instead.
+        # ffmpeg_timeout=0: wait for ffmpeg to finish however long it takes, rather than kill it.
         writer = imageio_ffmpeg.write_frames(temp_path, (width, height), fps=fps, codec='libx264', pix_fmt_in='rgb24',
-            quality=VIDEO_QUALITY, macro_block_size=1, ffmpeg_log_level='error')
+            quality=VIDEO_QUALITY, macro_block_size=1, ffmpeg_log_level='error', ffmpeg_timeout=0)
         writer.send(None) # Starts ffmpeg.
+        sent = 0
+        def append(frame):
+            nonlocal sent
+            try:
+                writer.send(frame)
+            except OSError as err: # ffmpeg has stopped (a full disk, say); its own message is on stderr.
+                raise click.ClickException(f'{path}: the video encoder stopped after {sent} frames ({str(err).splitlines()[0]})') from None
+            sent += 1
         try:
-            yield writer.send
+            yield append
         finally:
             writer.close()
+        # imageio-ffmpeg does not report ffmpeg's exit status: the file itself must show every frame.
+        try:
+            written = imageio_ffmpeg.count_frames_and_secs(temp_path)[0]
+        except (RuntimeError, OSError) as err:
+            raise click.ClickException(f'{path}: the video encoder wrote no readable video ({str(err).splitlines()[0]})') from None
+        if written != sent:
+            raise click.ClickException(f'{path}: the video encoder wrote {written} of {sent} frames (is the disk full?)')
 
 def check_output(path):
     """--output: an .mp4 path whose folder exists or can be made."""

@@ -4,8 +4,10 @@ import os
 import pickle
 import subprocess
 import sys
+import types
 
 import imageio
+import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
@@ -207,6 +209,33 @@ def test_frames_are_streamed_and_a_failure_keeps_the_old_video(pickles, tmp_path
     assert isinstance(result.exception, RuntimeError)
     assert len(rendered) == 3 # Frames are made one at a time, as the encoder takes them.
     assert out.read_bytes() == b'previous video'
+
+@pytest.mark.parametrize('fault', ['cut short', 'encoder stops'])
+def test_an_encoder_failure_is_an_error_and_keeps_the_old_video(pickles, tmp_path, monkeypatch, fault):
+    # As on a full disk: ffmpeg exits early, or leaves a file that holds only part of the video.
+    out = tmp_path / 'v.mp4'
+    out.write_bytes(b'previous video')
+    real_write_frames = imageio_ffmpeg.write_frames
+    def faulty_write_frames(path, *args, **kwargs):
+        writer = real_write_frames(path, *args, **kwargs)
+        frames = 0
+        def send(frame):
+            nonlocal frames
+            frames += frame is not None # The first send starts ffmpeg.
+            if fault == 'encoder stops' and frames == 3:
+                raise OSError('[Errno 32] Broken pipe\n\nFFMPEG COMMAND: ...')
+            return writer.send(frame)
+        def close():
+            writer.close()
+            if fault == 'cut short':
+                with open(path, 'r+b') as f:
+                    f.truncate(os.path.getsize(path) // 3)
+        return types.SimpleNamespace(send=send, close=close)
+    monkeypatch.setattr(gen_video.imageio_ffmpeg, 'write_frames', faulty_write_frames)
+    result = run(['--network', pickles['creps'], '--seeds=2', '--frames=6', '--size=32x32', '--output', out])
+    assert_clean_error(result, str(out), 'stopped after 2 frames' if fault == 'encoder stops' else 'video encoder')
+    assert 'Wrote' not in result.output
+    assert out.read_bytes() == b'previous video' and os.listdir(tmp_path) == ['v.mp4']
     assert os.listdir(tmp_path) == ['v.mp4']
 
 #----------------------------------------------------------------------------
