@@ -91,6 +91,17 @@ def test_stale_lock_of_a_killed_build_is_ignored(tmp_path):
     open(os.path.join(build_dir, 'lock'), 'w').close()
     assert _get_tiny('tiny_stale', src, ext) == (5, True)
 
+def test_a_library_cut_short_is_rebuilt_not_loaded(tmp_path):
+    # Loading a truncated library kills the process with SIGBUS; ninja's time stamps call it up to date.
+    src, ext = tmp_path / 'src', tmp_path / 'ext'
+    _write_tiny(src, 9)
+    _get_tiny('tiny_truncated', src, ext)
+    [library] = _libraries(ext, 'tiny_truncated')
+    with open(library, 'r+b') as f:
+        f.truncate(os.path.getsize(library) // 2)
+    assert _get_tiny('tiny_truncated', src, ext) == (9, True)
+    assert _get_tiny('tiny_truncated', src, ext) == (9, False)
+
 def test_broken_source_warns_once_and_gives_none(tmp_path, monkeypatch):
     monkeypatch.setenv('TORCH_EXTENSIONS_DIR', str(tmp_path / 'ext'))
     monkeypatch.setenv('CREPS_CUSTOM_OPS', '1')

@@ -55,7 +55,7 @@ _plugins = dict()   # module_name => loaded plugin, so each process loads a plug
 _failed = dict()    # module_name => why it is unavailable, so each plugin warns once.
 _checked = dict()   # kernel name => whether it passed its self-check, so each kernel is checked once.
 
-_DONE_MARKER = '.done' # Written into a build folder once its library has loaded.
+_DONE_MARKER = '.done' # Written into a build folder once its library has loaded: the library's SHA-256.
 
 #----------------------------------------------------------------------------
 
@@ -145,8 +145,33 @@ def _exclusive_lock(path):
         fcntl.flock(f, fcntl.LOCK_EX)
         yield True
 
+def _library_path(module_name, build_dir):
+    return os.path.join(build_dir, module_name + torch.utils.cpp_extension.LIB_EXT)
+
+def _file_digest(path):
+    with open(path, 'rb') as f:
+        return hashlib.file_digest(f, 'sha256').hexdigest()
+
+def _is_intact(module_name, build_dir):
+    """Did a build finish here, and is its library the one it wrote? A library cut short (a full
+    disk, a killed copy) kills the process that loads it (SIGBUS), and ninja, going by its
+    time stamps, would take it as up to date."""
+    try:
+        with open(os.path.join(build_dir, _DONE_MARKER)) as f:
+            return f.read().strip() == _file_digest(_library_path(module_name, build_dir))
+    except OSError:
+        return False
+
+def _discard_build(module_name, build_dir):
+    """Remove what a build left that ninja would reuse: the marker, the library and the objects."""
+    names = [_DONE_MARKER, os.path.basename(_library_path(module_name, build_dir))]
+    names += [name for name in (os.listdir(build_dir) if os.path.isdir(build_dir) else []) if name.endswith('.o')]
+    for name in names:
+        if os.path.exists(os.path.join(build_dir, name)):
+            os.remove(os.path.join(build_dir, name))
+
 def _load_library(module_name, build_dir, is_python_module):
-    path = os.path.join(build_dir, module_name + torch.utils.cpp_extension.LIB_EXT)
+    path = _library_path(module_name, build_dir)
     if not is_python_module:
         torch.ops.load_library(path)
         return getattr(torch.ops, module_name)
@@ -197,13 +222,13 @@ def get_plugin(module_name, sources, headers=None, source_dir=None, **build_kwar
 
     build_top_dir = torch.utils.cpp_extension._get_build_directory(module_name, verbose=False) # pylint: disable=protected-access
     build_dir = os.path.join(build_top_dir, _digest(files, kwargs, with_cuda))
-    done_marker = os.path.join(build_dir, _DONE_MARKER)
-
-    if not os.path.isfile(done_marker):
+    if not _is_intact(module_name, build_dir):
         with _exclusive_lock(build_dir + '.lock') as exclusive:
-            if not os.path.isfile(done_marker): # Another process may have built it while we waited.
+            if not _is_intact(module_name, build_dir): # Another process may have built it while we waited.
+                _discard_build(module_name, build_dir)
                 _plugins[module_name] = _build(module_name, files, sources, build_dir, kwargs, exclusive)
-                open(done_marker, 'w').close()
+                with open(os.path.join(build_dir, _DONE_MARKER), 'w') as f:
+                    f.write(_file_digest(_library_path(module_name, build_dir)))
                 return _plugins[module_name]
 
     try:
