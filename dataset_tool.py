@@ -104,7 +104,7 @@ class FileSource:
             with self._open('dataset.json') as f:
                 labels = json.load(f)['labels']
             labels = {} if labels is None else {str(name).replace('\\', '/'): label for name, label in labels}
-        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError, zipfile.BadZipFile) as err: # RecursionError: nesting too deep for json.
             raise click.ClickException(f'{where}: not a dataset.json with "labels": [[filename, label], ...] or null ({one_line(err)})')
         try:
             dataset.labels_to_array(list(labels.values()), where) # Checked before any image is converted.

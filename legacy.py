@@ -108,6 +108,8 @@ def network_of(data, key, source):
     """The network `key` of a snapshot dict; NetworkPickleError naming `source` if it has none."""
     if data.get(key) is None:
         raise NetworkPickleError(f'{source}: the pickle has no {key!r} network (it has: {", ".join(map(str, data)) or "nothing"})')
+    if not isinstance(data[key], torch.nn.Module):
+        raise NetworkPickleError(f'{source}: its {key!r} is a {type(data[key]).__name__}, not a network')
     return data[key]
 
 def load_network(network, key='G_ema', trust=False):

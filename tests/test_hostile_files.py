@@ -183,6 +183,28 @@ def test_fifos_in_a_dataset_folder_are_skipped(tmp_path):
         assert len([name for name in z.namelist() if name.endswith('.png')]) == 2
     assert len(ImageFolderDataset(str(folder))) == 2
 
+def test_a_snapshot_whose_network_is_not_a_network(tmp_path):
+    path = tmp_path / 'not_a_network.pkl'
+    path.write_bytes(pickle.dumps({'G_ema': {'weights': 5}}))
+    result = run_command('gen_images.py', f'--network={path}', '--seeds=0', f'--outdir={tmp_path / "out"}', '--device=cpu')
+    assert_one_line_refusal(*result, 'not_a_network.pkl', "its 'G_ema' is a dict, not a network")
+
+@pytest.mark.parametrize('labels, phrase', [
+    ('{"labels": ' + '[' * 100000 + ']' * 100000 + '}', 'not a dataset.json'), # Nested deeper than json can parse.
+    ('{"labels": [["img0.png", 1000000000000], ["img1.png", 0]]}', 'between 0 and 99999, got 1000000000000'),
+], ids=['deep nesting', 'huge class index'])
+def test_dataset_json_that_cannot_be_labels(tmp_path, labels, phrase):
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    for i in range(2):
+        PIL.Image.new('RGB', (8, 8)).save(folder / f'img{i}.png')
+    (folder / 'dataset.json').write_text(labels)
+    result = run_command('dataset_tool.py', f'--source={folder}', f'--dest={tmp_path / "out.zip"}')
+    assert_one_line_refusal(*result, 'dataset.json', phrase)
+    assert not (tmp_path / 'out.zip').exists()
+    with pytest.raises(DatasetError, match=phrase): # Training reads dataset.json the same way.
+        ImageFolderDataset(str(folder), use_labels=True).get_label(0)
+
 #----------------------------------------------------------------------------
 # What real files hold still loads, through the same stand-ins.
 

@@ -370,7 +370,7 @@ class ImageFolderDataset(Dataset):
         try:
             with self._open_file(fname) as f:
                 labels = json.load(f)['labels']
-        except (OSError, ValueError, KeyError, TypeError) as err:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as err: # RecursionError: nesting too deep for json.
             raise DatasetError(f'{where}: not a dataset.json with a "labels" entry ({type(err).__name__}: {err})') from err
         if labels is None:
             return None
@@ -383,6 +383,10 @@ class ImageFolderDataset(Dataset):
             raise DatasetError(f'{where}: no label for {missing[0]}' + (f' and {len(missing) - 1} other images' if len(missing) > 1 else ''))
         return labels_to_array([labels[fname] for fname in self._image_fnames], where)
 
+# Class labels become one-hot vectors of (largest index + 1) values: an index of 10^12 in a
+# dataset.json would make every label a terabyte. ImageNet-21k has 21841 classes.
+MAX_CLASSES = 100000
+
 def labels_to_array(labels, where):
     """JSON labels -> int64 [N] (all non-negative integers: class indices) or float32 [N, D]
     (all lists of D numbers). `where` names the source in the DatasetError for anything else."""
@@ -390,8 +394,9 @@ def labels_to_array(labels, where):
         return isinstance(x, int) and not isinstance(x, bool) or isinstance(x, float) and x.is_integer()
     if all(is_int(x) for x in labels):
         arr = np.array(labels, dtype=np.float64).astype(np.int64)
-        if np.any(arr < 0):
-            raise DatasetError(f'{where}: class labels must be non-negative, got {int(arr.min())}')
+        if np.any(arr < 0) or np.any(arr >= MAX_CLASSES):
+            bad = int(arr.min()) if np.any(arr < 0) else int(arr.max())
+            raise DatasetError(f'{where}: class labels must be between 0 and {MAX_CLASSES - 1}, got {bad}')
         return arr
     if all(isinstance(x, list) for x in labels) and len({len(x) for x in labels}) == 1:
         try:
