@@ -117,8 +117,9 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, s
                 noise_mode=noise_mode, lines=lines, tile=tile, precision=precision, on_tile=lambda: progress.update(len(batch_seeds)))
             if lines is None:
                 progress.update(len(batch_seeds))
-            for seed, img in zip(batch_seeds, images):
-                save_png(img, os.path.join(outdir, f'seed{seed:04d}.png'))
+            with cli.one_line_errors(dnnlib.util.OutputError):
+                for seed, img in zip(batch_seeds, images):
+                    save_png(img, os.path.join(outdir, f'seed{seed:04d}.png'))
 
 #----------------------------------------------------------------------------
 

@@ -252,16 +252,25 @@ def atomic_output_path(path: str):
             os.unlink(temp_path)
         raise
 
+class OutputError(OSError):
+    """An output file could not be written (a full disk, say); the message is one line naming it."""
+
 @contextlib.contextmanager
 def atomic_write(path: str, mode: str = 'wb'):
     """Open a temporary file beside `path` for writing and move it onto
     `path` when the block completes: readers, and a crash at any moment,
-    see either the old file or the whole new one, never a partial write."""
-    with atomic_output_path(path) as temp_path:
-        with open(temp_path, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+    see either the old file or the whole new one, never a partial write.
+    A failed write (in the block too) raises OutputError naming `path`."""
+    try:
+        with atomic_output_path(path) as temp_path:
+            with open(temp_path, mode) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+    except OutputError:
+        raise
+    except OSError as err:
+        raise OutputError(f'{path}: cannot write it: {err.strerror or err}') from err # The cause keeps the errno.
 
 #----------------------------------------------------------------------------
 # Cache folder.

@@ -3,11 +3,12 @@ or allocate far more than they hold. Each command that opens one stops with one
 line and a non-zero exit, runs nothing, and stays small. The commands run as
 real processes, so that a crash shows as a crash and memory is measured."""
 
+import errno
 import gzip
 import io
 import os
-import pickle
 import json
+import pickle
 import resource
 import struct
 import subprocess
@@ -20,9 +21,13 @@ import numpy as np
 import PIL.Image
 import pytest
 
+import gen_images
 import legacy
 from dnnlib import safe_numpy
 from training.dataset import DatasetError, ImageFolderDataset
+from training.networks_creps import FullyConnectedLayer, Generator
+
+from clitest import assert_clean_error, invoke
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALAR = np.float64(0).__reduce__()[0] # numpy's multiarray.scalar, as pickles name it.
@@ -140,14 +145,12 @@ class OversizedLayer:
     """A real CREPS FullyConnectedLayer(4, 4) record whose init arguments are edited to ask
     for 20000 x 20000 weights (1.6 GB), while the file holds 20 values."""
     def __reduce__(self):
-        from training.networks_creps import FullyConnectedLayer # pylint: disable=import-outside-toplevel
         rebuild, (meta,), _state = FullyConnectedLayer(4, 4).__reduce__()
         meta['state']['_init_args'] = (20000, 20000)
         return (rebuild, (meta,))
 
 def oversized_safetensors(path):
     """legacy.export_safetensors of a FullyConnectedLayer(4, 4), its metadata edited to (20000, 20000)."""
-    from training.networks_creps import FullyConnectedLayer # pylint: disable=import-outside-toplevel
     legacy.export_safetensors({'G_ema': FullyConnectedLayer(4, 4)}, path)
     data = path.read_bytes()
     header_len = struct.unpack('<Q', data[:8])[0]
@@ -204,6 +207,19 @@ def test_dataset_json_that_cannot_be_labels(tmp_path, labels, phrase):
     assert not (tmp_path / 'out.zip').exists()
     with pytest.raises(DatasetError, match=phrase): # Training reads dataset.json the same way.
         ImageFolderDataset(str(folder), use_labels=True).get_label(0)
+
+def test_a_full_disk_is_one_line_and_keeps_earlier_images(tmp_path, monkeypatch):
+    network = tmp_path / 'g.pkl'
+    network.write_bytes(pickle.dumps({'G_ema': Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
+        channel_base=256, channel_max=16, biline_channels=8).eval()}))
+    (tmp_path / 'out').mkdir()
+    (tmp_path / 'out' / 'seed0001.png').write_bytes(b'an earlier image')
+    def full_disk(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(PIL.Image.Image, 'save', full_disk)
+    result = invoke(gen_images.generate_images, ['--network', network, '--seeds=0-1', '--outdir', tmp_path / 'out'])
+    assert_clean_error(result, 'seed0000.png: cannot write it: No space left on device')
+    assert os.listdir(tmp_path / 'out') == ['seed0001.png'] and (tmp_path / 'out' / 'seed0001.png').read_bytes() == b'an earlier image'
 
 #----------------------------------------------------------------------------
 # What real files hold still loads, through the same stand-ins.
