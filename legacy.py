@@ -110,6 +110,10 @@ def network_of(data, key, source):
         raise NetworkPickleError(f'{source}: the pickle has no {key!r} network (it has: {", ".join(map(str, data)) or "nothing"})')
     if not isinstance(data[key], torch.nn.Module):
         raise NetworkPickleError(f'{source}: its {key!r} is a {type(data[key]).__name__}, not a network')
+    for name, tensor in _named_tensors(data[key]).items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise NetworkPickleError(f'{source}: its {key!r} has NaN or infinite values in {name} (as after a training run that '
+                'diverged): its images would be blank')
     return data[key]
 
 def load_network(network, key='G_ema', trust=False):

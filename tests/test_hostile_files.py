@@ -221,6 +221,15 @@ def test_a_full_disk_is_one_line_and_keeps_earlier_images(tmp_path, monkeypatch)
     assert_clean_error(result, 'seed0000.png: cannot write it: No space left on device')
     assert os.listdir(tmp_path / 'out') == ['seed0001.png'] and (tmp_path / 'out' / 'seed0001.png').read_bytes() == b'an earlier image'
 
+def test_a_network_with_nan_weights_is_an_error_not_black_images(tmp_path):
+    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=256, channel_max=16, biline_channels=8).eval()
+    G.mapping.w_avg.fill_(float('nan')) # What --glr=1e30 left.
+    path = tmp_path / 'diverged.pkl'
+    path.write_bytes(pickle.dumps({'G_ema': G}))
+    result = invoke(gen_images.generate_images, ['--network', path, '--seeds=0', '--outdir', tmp_path / 'out'])
+    assert_clean_error(result, 'diverged.pkl', 'NaN or infinite values in mapping.w_avg')
+    assert not (tmp_path / 'out').exists()
+
 #----------------------------------------------------------------------------
 # What real files hold still loads, through the same stand-ins.
 
