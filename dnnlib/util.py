@@ -232,6 +232,41 @@ def _umask():
     os.umask(mask) # Reading the umask means setting it; put it back at once.
     return mask
 
+def _temp_prefix(pid):
+    """Temporary files are named after the host and process that write them, so that one
+    left by a process that was killed (SIGKILL runs no clean-up) can be told apart."""
+    return f'.tmp-{socket.gethostname()}-{pid}-'
+
+_swept_folders = set() # Folders this process has already cleaned of stale temporary files.
+
+def _remove_stale_temp_files(folder):
+    """Remove, once per process and folder, the temporary files of atomic_output_path that
+    processes of this host no longer running left in `folder`. Files of other hosts (a
+    shared file system) and of live processes are left alone."""
+    if folder in _swept_folders:
+        return
+    _swept_folders.add(folder)
+    pattern = re.compile(re.escape(f'.tmp-{socket.gethostname()}-') + r'(\d+)-')
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        match = pattern.match(name)
+        if match is None or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+            continue # Alive (or not ours to signal): its file may be in use.
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            os.remove(os.path.join(folder, name))
+        except OSError:
+            pass
+
 @contextlib.contextmanager
 def atomic_output_path(path: str):
     """Yield a temporary path beside `path`, for a writer that needs a file name
@@ -239,7 +274,9 @@ def atomic_output_path(path: str):
     removed if the block fails. The temporary name ends with `path`'s name, so
     tools that go by the extension see the right one. The file gets the usual
     permissions (0666 minus the umask)."""
-    fd, temp_path = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-', suffix='-' + os.path.basename(path))
+    folder = os.path.dirname(path) or '.'
+    _remove_stale_temp_files(folder)
+    fd, temp_path = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(os.getpid()), suffix='-' + os.path.basename(path))
     try:
         try:
             os.fchmod(fd, 0o666 & ~_umask())

@@ -6,6 +6,7 @@ import http.server
 import os
 import pickle
 import socket
+import subprocess
 import sys
 import threading
 
@@ -161,6 +162,18 @@ def _closed_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+def test_temporary_files_of_killed_processes_are_removed(tmp_path):
+    # SIGKILL leaves the temporary file of a write; the next write in that folder removes it.
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f'{util._temp_prefix(dead)}abcd-image.png'
+    other_host = tmp_path / f'.tmp-elsewhere-{dead}-abcd-image.png'
+    alive = tmp_path / f'{util._temp_prefix(os.getppid())}abcd-image.png'
+    for path in [stale, other_host, alive]:
+        path.write_bytes(b'partial')
+    with util.atomic_write(str(tmp_path / 'image.png')) as f:
+        f.write(b'new')
+    assert sorted(os.listdir(tmp_path)) == sorted([other_host.name, alive.name, 'image.png'])
 
 def test_offline_error_is_quick_and_clear(tmp_path, monkeypatch):
     url = f'http://127.0.0.1:{_closed_port()}/x.pkl'
