@@ -56,7 +56,7 @@ def dataset_kwargs(data):
     return kwargs, dataset.name
 
 def resolve_resume(resume):
-    """(resume_pkl, resume_state) for --resume."""
+    """(resume_pkl, the training states to try, newest first) for --resume; either may be None."""
     if resume is None:
         return None, None
     if dnnlib.util.is_url(resume) or not training_loop.is_training_state(resume):
@@ -64,9 +64,22 @@ def resolve_resume(resume):
             raise click.BadParameter(f'{resume}: no such file or folder', param_hint='--resume')
         return resume, None
     try:
-        return None, training_loop.find_training_state(resume)
+        return None, training_loop.training_states(resume)
     except FileNotFoundError as err:
         raise click.BadParameter(str(err), param_hint='--resume')
+
+def readable_training_state(states):
+    """(path, saved options) of the newest readable of the training states `states` (newest
+    first). A run killed while the disk filled can leave its newest checkpoint damaged: the
+    one before it is used, saying so."""
+    for path in states:
+        try:
+            return path, json.loads(training_loop.load_training_state(path)['options'])
+        except Exception as err: # pylint: disable=broad-except # Whatever torch.load raises for a damaged file.
+            problem = f'{path}: not a readable training state ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""})'
+            if path == states[-1]:
+                raise click.BadParameter(problem, param_hint='--resume')
+            click.echo(f'Warning: {problem}; resuming from the checkpoint before it', err=True)
 
 #----------------------------------------------------------------------------
 
@@ -278,15 +291,12 @@ def main(**kwargs):
             c.augment_p = opts.p
 
     # Resume. Continuing a run that was itself a fine-tune keeps the fine-tune settings.
-    c.resume_pkl, c.resume_state = resolve_resume(opts.resume)
+    c.resume_pkl, resume_states = resolve_resume(opts.resume)
     if opts.trust_pickle:
         c.trust_pickle = True
-    saved_options = None
-    if c.resume_state is not None:
-        try:
-            saved_options = json.loads(training_loop.load_training_state(c.resume_state)['options'])
-        except Exception as err: # Whatever torch.load raises for a damaged file.
-            raise click.BadParameter(f'{c.resume_state}: not a readable training state ({type(err).__name__}: {err})', param_hint='--resume')
+    c.resume_state, saved_options = None, None
+    if resume_states is not None:
+        c.resume_state, saved_options = readable_training_state(resume_states)
         c.resume_pkl = saved_options.get('resume_pkl')
     if c.resume_pkl is not None:
         c.ada_kimg = 100 # Make ADA react faster at the beginning.

@@ -142,6 +142,22 @@ def test_resume_after_sigkill_is_bitwise_exact(dataset, tmp_path):
     assert_states_equal(final_state(resumed_dir), expected)
     assert float(final_state(resumed_dir)['networks']['augment_pipe']['p']) == float(expected['networks']['augment_pipe']['p'])
 
+def test_resume_from_a_run_folder_skips_a_damaged_newest_checkpoint(dataset, tmp_path):
+    args = [f'--data={dataset}', '--gpus=1', '--batch=4', '--kimg=0.012', '--tick=0.004', '--snap=1', '--aug=noaug', '--workers=0']
+    result = train(tmp_path / 'runs', *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / 'runs')
+    states = training_loop.training_states(run_dir)
+    assert len(states) >= 2
+    with open(states[0], 'r+b') as f: # As a disk that filled while it was written (older versions had no atomic write).
+        f.truncate(100)
+    result = train(tmp_path / 'runs', *args, f'--resume={run_dir}', '--kimg=0.016')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f'Warning: {states[0]}: not a readable training state' in result.stderr
+    assert 'resuming from the checkpoint before it' in result.stderr
+    resumed = sorted(glob.glob(str(tmp_path / 'runs' / '0*')))[-1]
+    assert resumed != run_dir and final_state(resumed)['progress']['cur_nimg'] == 16
+
 @pytest.mark.numerics
 def test_two_processes_match_one(dataset, tmp_path):
     # Per-sample independence (no augmentation, minibatch-std groups of one, no path-length

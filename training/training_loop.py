@@ -47,17 +47,22 @@ from metrics import metric_main
 STATE_VERSION = 1
 STATE_PATTERN = re.compile(r'training-state-(\d+(?:\.\d+)?)\.pt')
 
-def find_training_state(path):
-    """The training-state file `path` names: the file itself, or the latest
-    one in a run folder. Raises FileNotFoundError with a one-line message."""
+def training_states(path):
+    """The training-state files `path` names, newest first: the file itself, or those of a
+    run folder. Raises FileNotFoundError with a one-line message."""
     if os.path.isdir(path):
         states = [name for name in os.listdir(path) if STATE_PATTERN.fullmatch(name)]
         if not states:
             raise FileNotFoundError(f'{path} holds no training-state-*.pt checkpoint')
-        return os.path.join(path, max(states, key=lambda name: float(STATE_PATTERN.fullmatch(name).group(1))))
+        states.sort(key=lambda name: -float(STATE_PATTERN.fullmatch(name).group(1)))
+        return [os.path.join(path, name) for name in states]
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{path} does not exist')
-    return path
+    return [path]
+
+def find_training_state(path):
+    """The training-state file `path` names: the file itself, or the latest one in a run folder."""
+    return training_states(path)[0]
 
 def is_training_state(path):
     """Does `path` name a training state (a run folder or a training-state file) rather than a network pickle?"""
