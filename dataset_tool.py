@@ -188,10 +188,6 @@ def read_head(path, nbytes):
             return b''
     return head
 
-# Gzip shrinks MNIST's idx files about 5 times; a file that claims to expand much further is a
-# decompression bomb, refused before anything is decompressed beyond its header.
-MAX_GZIP_RATIO = 100
-
 def read_idx(path, magic):
     """An MNIST idx file (gzip or not) as a uint8 array, checked against its header: the header's
     shape must fit what the file can hold before any of the data is read."""
@@ -208,10 +204,10 @@ def read_idx(path, magic):
                 raise click.ClickException(f'{path}: not an MNIST idx file (magic number {magic} expected)')
             shape = [int.from_bytes(header[4 + 4 * k : 8 + 4 * k], 'big') for k in range(ndim)]
             size = int(np.prod(shape, dtype=np.int64))
-            capacity = file_size * MAX_GZIP_RATIO if compressed else file_size - header_len
+            capacity = file_size * dataset.MAX_DECOMPRESSION_RATIO if compressed else file_size - header_len
             if size > capacity:
                 raise click.ClickException(f'{path}: the header claims {"x".join(map(str, shape))} bytes of data, more than '
-                    f'this {file_size}-byte file can hold' + (f' (over {MAX_GZIP_RATIO} times its size decompressed)' if compressed else ''))
+                    f'this {file_size}-byte file can hold' + (f' (over {dataset.MAX_DECOMPRESSION_RATIO} times its size decompressed)' if compressed else ''))
             data = f.read(size + 1)
     except (OSError, EOFError, zlib.error) as err:
         raise click.ClickException(f'{path}: cannot read: {one_line(err)}')

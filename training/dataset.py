@@ -46,20 +46,21 @@ def folder_files(path):
 # ZIP archives.
 
 # Images are compressed already, so their ZIP members shrink little (dataset_tool stores them
-# as they are); a member that claims to expand a hundred times and more is a decompression bomb.
-MAX_ZIP_RATIO = 100
+# as they are), and gzip shrinks MNIST's idx files about 5 times: a compressed file that claims
+# to expand over a hundred times is a decompression bomb.
+MAX_DECOMPRESSION_RATIO = 100
 ZIP_RATIO_SLACK = 1 << 20 # Small members (dataset.json, flat test images) may shrink further.
 
 def open_zip(path):
     """zipfile.ZipFile of `path`, refusing (DatasetError, naming the member) an archive with a
-    member whose declared size is over MAX_ZIP_RATIO times what it takes in the file; zipfile
-    itself reads no member beyond its declared size."""
+    member whose declared size is over MAX_DECOMPRESSION_RATIO times what it takes in the file;
+    zipfile itself reads no member beyond its declared size."""
     archive = zipfile.ZipFile(path)
     for info in archive.infolist():
-        if info.file_size > MAX_ZIP_RATIO * info.compress_size + ZIP_RATIO_SLACK:
+        if info.file_size > MAX_DECOMPRESSION_RATIO * info.compress_size + ZIP_RATIO_SLACK:
             archive.close()
             raise DatasetError(f'{path}: member {info.filename} claims {info.file_size} bytes from {info.compress_size} '
-                f'compressed (over {MAX_ZIP_RATIO} times): refused as a decompression bomb')
+                f'compressed (over {MAX_DECOMPRESSION_RATIO} times): refused as a decompression bomb')
     return archive
 
 #----------------------------------------------------------------------------
