@@ -23,7 +23,6 @@ network's class and init arguments; no pickle at all.
 import _compat_pickle
 import collections
 import copyreg
-import inspect
 import io
 import json
 import os
@@ -188,7 +187,8 @@ class _Recorded:
         self.state = meta['state']
 
 class _RecordedTorchModule:
-    """Stand-in for a plain torch.nn module (Sequential, ModuleList...) inside a persistent network: its state is only read."""
+    """Stand-in for a module pickled by reference (torch.nn.Sequential, ModuleList..., or a network module's
+    plain class) inside a persistent network: its state is only read."""
     torch_class = None
     def __setstate__(self, state):
         if not isinstance(state, dict):
@@ -247,6 +247,14 @@ class _RestrictedUnpickler(pickle.Unpickler):
             cls = getattr(sys.modules[module], name, None)
             if isinstance(cls, type) and issubclass(cls, torch.nn.Module):
                 return _torch_module_stand_in(cls)
+        if module in NATIVE_MODULES:
+            # A network module's class pickled by reference, not as a persistent object: the official
+            # CREPS release's SynthesisInput is not persistent. Inside a persistent network its state
+            # is only read, like that of a torch.nn.Sequential.
+            native = _native_modules().get(module)
+            cls = vars(native).get(name) if native is not None else None
+            if isinstance(cls, type) and issubclass(cls, torch.nn.Module) and cls.__module__ == module:
+                return _torch_module_stand_in(cls)
         if module.startswith('dnnlib.tflib'):
             raise NetworkPickleError(_TF_MESSAGE)
         raise UntrustedPickleError(f'refused to load {module}.{name}: not a tensor, array or known network class; {TRUST_HINT}')
@@ -268,7 +276,8 @@ _source_lines = dict()
 
 def _similarity(src, module):
     if module not in _source_lines:
-        _source_lines[module] = (inspect.getsource(module), set(inspect.getsource(module).splitlines()))
+        native_src = persistence.module_source(module) # As our own pickles embed it.
+        _source_lines[module] = (native_src, set(native_src.splitlines()))
     native_src, native_lines = _source_lines[module]
     if src == native_src:
         return 2.0
@@ -416,14 +425,23 @@ def _copy_into(net, recorded, where):
         parts = ([f'missing {", ".join(missing[:3])}{" ..." if len(missing) > 3 else ""}'] if missing else []) + \
             ([f'unexpected {", ".join(unexpected[:3])}{" ..." if len(unexpected) > 3 else ""}'] if unexpected else [])
         raise _Mismatch(f'cannot rebuild {where} from the pickle: tensors do not match ({"; ".join(parts)})')
+    resized = dict()
     for name, tensor in native_tensors.items():
         source = recorded.tensors[name]
         if tuple(source.shape) != tuple(tensor.shape):
+            path, _, leaf = name.rpartition('.')
+            if leaf in getattr(modules[path], 'variable_shape_buffers', ()) and source.dtype == tensor.dtype:
+                resized[name] = (modules[path], leaf)
+                continue
             raise _Mismatch(f'cannot rebuild {where} from the pickle: tensor {name!r} has shape {list(source.shape)} '
                 f'in the pickle but {list(tensor.shape)} here')
     with torch.no_grad():
         for name, tensor in native_tensors.items():
-            tensor.copy_(recorded.tensors[name])
+            if name in resized:
+                module, leaf = resized[name]
+                module.register_buffer(leaf, recorded.tensors[name].detach().clone())
+            else:
+                tensor.copy_(recorded.tensors[name])
     params = dict(net.named_parameters(remove_duplicate=False))
     for name, flag in recorded.requires_grad.items():
         params[name].requires_grad_(flag)

@@ -182,7 +182,7 @@ def test_same_class_name_in_two_modules_maps_to_the_right_one(snapshot):
     G2 = networks_stylegan2.Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=128,
         channel_max=16, mapping_kwargs=dict(num_layers=2)).eval().requires_grad_(False)
     data = pickle.dumps(dict(G_ema=G2, G=snapshot['G_ema']))
-    creps_src = persistence._get_module_src(networks_creps)
+    creps_src = persistence.module_source(networks_creps)
     def edit(meta): # An edited copy of each source (as a pickle from elsewhere brings) ...
         meta['module_src'] = '# edited\n' + meta['module_src']
     def swap(meta): # ... or even the other module's source: the tensors decide.

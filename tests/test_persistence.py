@@ -188,3 +188,36 @@ def test_class_without_source_is_rejected():
         del sys.modules[module.__name__]
 
 #----------------------------------------------------------------------------
+
+#----------------------------------------------------------------------------
+# Carried project modules.
+
+def _module_from(tmp_path, monkeypatch, src):
+    name = f'carrying_mod_{uuid.uuid4().hex[:8]}'
+    (tmp_path / f'{name}.py').write_text(textwrap.dedent(src))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return importlib.import_module(name)
+
+def test_project_import_is_carried_and_shared_import_kept(tmp_path, monkeypatch):
+    module = _module_from(tmp_path, monkeypatch, '''
+        import torch
+        from torch_utils import misc, render
+        from torch_utils.ops import bias_act
+    ''')
+    src = persistence.module_source(module)
+    assert 'from torch_utils import misc as misc\n' in src and 'from torch_utils.ops import bias_act\n' in src
+    assert "render = _carried_module('torch_utils.render')\n" in src and 'from torch_utils import misc, render' not in src
+    namespace = dict(__name__='carried_check')
+    exec(compile(src, '<portable>', 'exec'), namespace) # pylint: disable=exec-used
+    # A copy built from the carried source, not the imported module, computing the same.
+    assert namespace['render'] is not importlib.import_module('torch_utils.render')
+    assert namespace['render'].lines_for_size(3, 2)[1].tolist() == [0, 0.5, 1]
+
+@pytest.mark.parametrize('src, phrase', [
+    ('def f():\n    from torch_utils import render\n', 'inside a function'),
+    ('import training.generator\n', 'from training import generator'),
+], ids=['nested', 'dotted'])
+def test_uncarriable_project_import_is_refused_at_decoration(tmp_path, monkeypatch, src, phrase):
+    module = _module_from(tmp_path, monkeypatch, 'import torch\n' + src)
+    with pytest.raises(ValueError, match=phrase):
+        persistence.module_source(module)

@@ -17,15 +17,23 @@ where `meta` is a plain dict
     state:       the object's state (its __getstate__(), i.e. __dict__)
 
 so NVIDIA's published pickles load here and ours load with their code.
-Only the module of the decorated class is embedded: the modules it imports
-(torch, dnnlib, torch_utils, ...) must be importable when unpickling.
+The embedded source may import only what every loader has: third-party
+packages and the modules NVIDIA's StyleGAN2-ADA/StyleGAN3 and the official
+CREPS code share with this project (SHARED_MODULES: dnnlib, torch_utils.misc,
+torch_utils.persistence, torch_utils.ops.*, ...). Any other project module that
+a persistent module imports at its top level (torch_utils.render,
+training.generator, ...) travels inside the embedded source: the import is
+replaced by a call that builds that module from its own (likewise portable)
+source, carried as a string, so the pickle loads in those codebases too.
 
 Unpickling executes the embedded source. Only load pickles you trust, or go
 through `legacy.load_network_pkl`, which does not execute it by default.
 """
 
+import ast
 import copy
 import hashlib
+import importlib
 import inspect
 import io
 import pickle
@@ -44,6 +52,14 @@ _decorated        = dict() # {original or decorated class: decorated class}
 _import_hooks     = []     # [hook(meta) -> meta, ...], called in registration order.
 _module_to_src    = dict() # {module: source text}
 _digest_to_module = dict() # {sha256 of source text: module}
+
+PROJECT_PACKAGES = ('dnnlib', 'torch_utils', 'training', 'metrics')
+SHARED_MODULES = ('dnnlib', 'dnnlib.util', 'torch_utils', 'torch_utils.misc', 'torch_utils.persistence',
+    'torch_utils.training_stats', 'torch_utils.custom_ops', 'torch_utils.ops', 'torch_utils.ops.bias_act',
+    'torch_utils.ops.conv2d_gradfix', 'torch_utils.ops.conv2d_resample', 'torch_utils.ops.filtered_lrelu',
+    'torch_utils.ops.fma', 'torch_utils.ops.grid_sample_gradfix', 'torch_utils.ops.upfirdn2d')
+"""Project modules that the official codebases have too, with the functions our networks call;
+every other module of PROJECT_PACKAGES is carried in the embedded source of a module importing it."""
 
 #----------------------------------------------------------------------------
 
@@ -78,7 +94,7 @@ def persistent_class(orig_class):
     orig_module = sys.modules.get(orig_class.__module__)
     if orig_module is None:
         raise ValueError(f'persistent_class: module {orig_class.__module__!r} of {orig_class.__qualname__} is not imported')
-    module_src = _get_module_src(orig_module)
+    module_src = module_source(orig_module)
 
     class Decorator(orig_class):
         _orig_module_src = module_src
@@ -170,17 +186,22 @@ def _reconstruct_persistent_obj(meta):
 
 #----------------------------------------------------------------------------
 
-def _get_module_src(module):
-    """Source text of an imported module, cached per module."""
+def module_source(module):
+    """The source text embedded for the persistent classes of an imported module
+    (its own source, with the project modules it imports carried; see the module
+    docstring), cached per module."""
     src = _module_to_src.get(module)
     if src is None:
         try:
-            src = inspect.getsource(module)
+            own_src = inspect.getsource(module)
         except (OSError, TypeError) as err:
             raise ValueError(f'persistent_class: cannot find the source of module {module.__name__!r} '
                 f'({err}); persistent classes must be defined in a source file') from err
+        src = _portable_source(own_src, module.__name__)
         _module_to_src[module] = src
-        _digest_to_module.setdefault(_digest(src), module)
+        # Either text, found in a pickle, means this very module (pickles of earlier versions embed the own source).
+        for text in (src, own_src):
+            _digest_to_module.setdefault(_digest(text), module)
     return src
 
 def _import_module_src(src):
@@ -201,6 +222,105 @@ def _import_module_src(src):
 
 def _digest(src):
     return hashlib.sha256(src.encode('utf-8')).hexdigest()
+
+#----------------------------------------------------------------------------
+# Carrying project modules in an embedded source.
+
+# Inserted once into a portable source, before its first carried import. Standard library only:
+# it runs in whichever codebase unpickles. Each carried module is created once per process and
+# source text, registered in sys.modules and linecache so that any persistent_class decorator
+# (NVIDIA's included, which reads sources with inspect.getsource) finds its source.
+_CARRY_PREAMBLE = '''
+# Project modules carried by torch_utils.persistence, for loaders that lack them.
+_CARRIED_SOURCES = {sources}
+
+def _carried_module(name):
+    import hashlib, linecache, sys, types
+    src = _CARRIED_SOURCES[name]
+    key = '_carried_' + hashlib.sha256(src.encode('utf-8')).hexdigest()[:32]
+    if key not in sys.modules:
+        module = types.ModuleType(key)
+        module.__file__ = f'<carried {{name}} {{key}}>'
+        linecache.cache[module.__file__] = (len(src), None, src.splitlines(True), module.__file__)
+        sys.modules[key] = module
+        exec(compile(src, module.__file__, 'exec'), module.__dict__)
+    return sys.modules[key]
+'''
+
+_carrying = [] # Modules whose portable source is being made, outermost first.
+
+def _is_carried(module_name):
+    return module_name.split('.')[0] in PROJECT_PACKAGES and module_name not in SHARED_MODULES
+
+def _imported_modules(node, importing):
+    """[(bound name, module name, attribute or None)] of an import statement."""
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            if alias.asname is None and '.' in alias.name and _is_carried(alias.name):
+                raise ValueError(f'persistent_class: module {importing!r} line {node.lineno}: write '
+                    f'"from {alias.name.rpartition(".")[0]} import {alias.name.rpartition(".")[2]}" so that the module can be carried')
+        return [(alias.asname or alias.name, alias.name, None) for alias in node.names]
+    if node.level != 0:
+        raise ValueError(f'persistent_class: module {importing!r} line {node.lineno}: relative imports cannot be carried')
+    if node.module.split('.')[0] not in PROJECT_PACKAGES:
+        return [(alias.asname or alias.name, node.module, alias.name) for alias in node.names]
+    found = []
+    for alias in node.names:
+        value = getattr(importlib.import_module(node.module), alias.name, None)
+        if inspect.ismodule(value):
+            found.append((alias.asname or alias.name, value.__name__, None))
+        else:
+            found.append((alias.asname or alias.name, node.module, alias.name))
+    return found
+
+def _portable_source(src, module_name):
+    """`src` with its top-level imports of carried project modules replaced by carried copies."""
+    tree = ast.parse(src)
+    top_level = set(map(id, tree.body))
+    lines = src.splitlines(True)
+    edits, carried = [], dict() # edits: (first line, last line, replacement), 1-based and inclusive.
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        imported = _imported_modules(node, module_name)
+        if not any(_is_carried(name) for _bound, name, _attr in imported):
+            continue
+        if id(node) not in top_level:
+            raise ValueError(f'persistent_class: module {module_name!r} line {node.lineno} imports a project module '
+                f'inside a function or block; import it at the top level so that it travels with the source')
+        statement = ''.join(lines[node.lineno - 1 : node.end_lineno])
+        if statement.strip() != ast.get_source_segment(src, node).strip():
+            raise ValueError(f'persistent_class: module {module_name!r} line {node.lineno}: put the import on lines of its own')
+        text = []
+        for bound, name, attr in imported:
+            if not _is_carried(name):
+                text.append(f'from {name.rpartition(".")[0]} import {name.rpartition(".")[2]} as {bound}\n' if attr is None and '.' in name
+                    else f'import {name} as {bound}\n' if attr is None else f'from {name} import {attr} as {bound}\n')
+                continue
+            if name not in carried:
+                if name in _carrying:
+                    raise ValueError(f'persistent_class: modules {" -> ".join(_carrying + [name])} import each other in a circle; they cannot be carried')
+                _carrying.append(name)
+                try:
+                    carried[name] = module_source(importlib.import_module(name))
+                finally:
+                    _carrying.pop()
+            text.append(f'{bound} = _carried_module({name!r})' + (f'.{attr}' if attr else '') + '\n')
+        edits.append((node.lineno, node.end_lineno, ''.join(text)))
+    if not edits:
+        return src
+    for name in ('_CARRIED_SOURCES', '_carried_module'):
+        if name in src:
+            raise ValueError(f'persistent_class: module {module_name!r} uses the name {name}, reserved for carried modules')
+    edits.sort()
+    first = edits[0][0]
+    out = lines[: first - 1] + [_CARRY_PREAMBLE.format(sources=repr(carried)) + '\n']
+    previous_end = first - 1
+    for start, end, text in edits:
+        out += lines[previous_end : start - 1] + [text]
+        previous_end = end
+    out += lines[previous_end:]
+    return ''.join(out)
 
 #----------------------------------------------------------------------------
 

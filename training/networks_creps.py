@@ -25,7 +25,6 @@ import torch
 
 from torch_utils import misc
 from torch_utils import persistence
-from torch_utils import render
 from torch_utils.ops import bias_act
 from training import generator
 
@@ -271,6 +270,10 @@ class SynthesisInput(torch.nn.Module):
     in the last axis (`2 * rank`): the first `rank` entries belong to the rows
     (the image's height axis), the last `rank` to the columns.
     """
+    # Official code sets the lines it renders by replacing `coords` (its gen_images.py --scale does),
+    # so a pickle may hold it at any length: legacy.load_network_pkl takes its shape from the file.
+    variable_shape_buffers = ('coords',)
+
     def __init__(self,
         channels,                   # Number of output channels.
         w_dim,                      # Intermediate latent (W) dimensionality.
@@ -286,15 +289,24 @@ class SynthesisInput(torch.nn.Module):
         self.rank = rank
         self.bandwidth = bandwidth
         self.register_buffer('freqs', torch.randn([1, channels // 2 * rank]) * bandwidth)
-        # The training grid, as the official release stores it. Rendering never reads
-        # or mutates it: the coordinates are always passed in explicitly.
+        # The training grid, as the official release stores it: the lines of a call without
+        # coordinates (as official code makes). This project never mutates it.
         self.register_buffer('coords', torch.linspace(0, 1, resolution).reshape(1, -1, 1, 1).repeat(1, 1, 2, 1))
         self.weight = torch.nn.Parameter(torch.randn([1, channels, 1, 2 * rank]))
         self.affine = FullyConnectedLayer(w_dim, channels * 2 * rank, bias_init=1)
 
-    def forward(self, w, rows, cols):
+    def forward(self, w, rows=None, cols=None):
         """Features [N, channels, (H + W) * rank] of the row coordinates `rows` [H] followed by
-        those of the column coordinates `cols` [W]."""
+        those of the column coordinates `cols` [W].
+
+        Called with `w` alone, as the official release's blocks call it (an official pickle
+        refers to this class by name), it returns the official layout instead: features
+        [N, channels, L, 2 * rank] of the `coords` buffer [1, L, 2, 1], rows in the first
+        `rank` entries of the last axis, columns in the last."""
+        if rows is None and cols is None:
+            lines = self.forward(w, self.coords[0, :, 0, 0], self.coords[0, :, 1, 0])
+            n, length = w.shape[0], self.coords.shape[1]
+            return lines.reshape(n, self.channels, 2, length, self.rank).permute(0, 1, 3, 2, 4).reshape(n, self.channels, length, -1)
         rank, half = self.rank, self.channels // 2
         styles = self.affine(w).reshape(w.shape[0], self.channels, 1, 2 * rank)
         weight = self.weight * styles / np.sqrt(self.channels) # [N, C, 1, 2 * rank]
@@ -514,15 +526,19 @@ class SynthesisNetwork(torch.nn.Module):
 
     def forward(self, ws, rows=None, cols=None, precision='fp32', noise_mode=None, force_fp32=False, update_emas=False):
         """Image [N, img_channels, len(rows), len(cols)] at row coordinates `rows` and column
-        coordinates `cols` (1-D; default: the training grid). noise_mode and update_emas are
-        accepted for compatibility with StyleGAN calls; the network has no noise inputs."""
+        coordinates `cols` (1-D; default: the lines of the first block's `coords` buffer, the
+        training grid). noise_mode and update_emas are accepted for compatibility with StyleGAN
+        calls; the network has no noise inputs."""
         _ = noise_mode, update_emas
         if force_fp32:
             precision = 'fp32'
         if rows is None or cols is None:
-            default_rows, default_cols = (line.to(ws.device) for line in render.lines_for_scale(self.img_resolution, 1))
-            rows = default_rows if rows is None else rows
-            cols = default_cols if cols is None else cols
+            # The grid of the first block's `coords` buffer: the training grid, unless code written
+            # for the official release has replaced the buffer, as its gen_images.py --scale does.
+            # This project's renders always pass their lines and never touch the buffer.
+            coords = getattr(self, f'b{self.block_resolutions[0]}').input.coords
+            rows = coords[0, :, 0, 0] if rows is None else rows
+            cols = coords[0, :, 1, 0] if cols is None else cols
         row_lines, col_lines = self.line_stage(ws, rows, cols, precision=precision)
         return self.pixel_stage(ws, row_lines, col_lines, precision=precision)
 
