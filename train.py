@@ -10,6 +10,7 @@ its weights) or a training-state file or run folder (continuing exactly).
 import json
 import os
 import re
+import sys
 
 import click
 import torch
@@ -87,11 +88,18 @@ def subprocess_fn(rank, init_method, c):
     """Body of every training process: join the group, log, train."""
     device = distributed.setup_process(rank=rank, world_size=c.num_gpus, base_device=c.device, init_method=init_method)
     c = dnnlib.EasyDict(c, rank=rank, device=str(device))
-    if rank == 0:
-        with dnnlib.util.Logger(os.path.join(c.run_dir, 'log.txt'), 'a'):
+    try:
+        if rank == 0:
+            with dnnlib.util.Logger(os.path.join(c.run_dir, 'log.txt'), 'a'):
+                try:
+                    training_loop.training_loop(**c)
+                except training_loop.TrainingDiverged as err:
+                    print(f'Error: training stopped: {err}', file=sys.stderr) # Into log.txt as well.
+                    raise
+        else:
             training_loop.training_loop(**c)
-    else:
-        training_loop.training_loop(**c)
+    except training_loop.TrainingDiverged:
+        sys.exit(1) # Every process sees the same gradients, so all stop at the same tick.
 
 def launch_training(c, desc, outdir, dry_run):
     """Print the options, make the run folder and start the processes."""
@@ -125,7 +133,10 @@ def launch_training(c, desc, outdir, dry_run):
         with dnnlib.util.atomic_write(os.path.join(c.run_dir, 'training_options.json'), 'wt') as f:
             json.dump(c, f, indent=2)
 
-    distributed.launch(subprocess_fn, c.num_gpus, c)
+    try:
+        distributed.launch(subprocess_fn, c.num_gpus, c)
+    except torch.multiprocessing.ProcessExitedException as err: # A spawned process stopped with its message printed.
+        sys.exit(err.exit_code or 1)
 
 #----------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import PIL.Image
 import pytest
 import torch
 
+import legacy
 from torch_utils import training_stats
 from training import training_loop
 
@@ -306,3 +307,25 @@ def test_resume_refuses_changed_settings():
         training_loop.check_resumable(saved, training_loop.full_options(batch_size=16, total_kimg=10))
 
 #----------------------------------------------------------------------------
+
+#----------------------------------------------------------------------------
+
+def test_diverging_run_reports_nonfinite_steps_and_stops_with_finite_buffers(dataset, tmp_path):
+    # --glr=1e30 makes every generator gradient non-finite from the first steps on.
+    result = train(tmp_path / 'runs', f'--data={dataset}', '--gpus=1', '--batch=4', '--kimg=2', '--tick=0.1', '--snap=1',
+        '--aug=noaug', '--workers=0', '--glr=1e30')
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith('Error:')]
+    assert len(errors) == 1 and 'non-finite' in errors[0] and '--glr' in errors[0] and '1e+30' in errors[0], result.stderr
+    ticks = [line for line in result.stdout.splitlines() if line.startswith('tick ')]
+    assert 'nonfinite G:' in ticks[-1] and int(ticks[-1].split('nonfinite G:')[1].split()[0]) > 0
+    assert 'Warning: non-finite gradients' in result.stdout
+    run_dir = only_run_dir(tmp_path / 'runs')
+    assert errors[0] in open(os.path.join(run_dir, 'log.txt'), encoding='utf-8').read()
+    kimg = float(ticks[-1].split()[3])
+    assert kimg < 1, 'stopped after 100 steps of the generator loss (0.4 kimg), not at --kimg'
+    # The running averages stayed finite: the last snapshot loads and its G_ema is usable.
+    snapshots = sorted(glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl')))
+    import legacy # pylint: disable=import-outside-toplevel
+    G_ema = legacy.load_network(snapshots[-1])
+    assert torch.isfinite(G_ema.mapping.w_avg).all()

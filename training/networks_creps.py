@@ -54,6 +54,11 @@ def layer_dtype(precision, use_fp16):
 def normalize_2nd_moment(x, dim=1, eps=1e-8):
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
+def track_average(average, value, beta):
+    """average = lerp(value, average, beta) in place, only where `value` is finite: a diverging
+    training step must not leave NaN in a running average that every later image reads."""
+    average.copy_(torch.where(torch.isfinite(value), value.lerp(average, beta), average))
+
 #----------------------------------------------------------------------------
 
 @misc.profiled_function
@@ -181,7 +186,7 @@ class MappingNetwork(torch.nn.Module):
         # Track the moving average of W, the centre of truncation, only when asked
         # (the training loss asks while generating for the discriminator, as StyleGAN3's).
         if update_emas and self.w_avg_beta is not None:
-            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+            track_average(self.w_avg, x.detach().mean(dim=0), self.w_avg_beta)
 
         if self.num_ws is not None:
             x = x.unsqueeze(1).repeat([1, self.num_ws, 1])

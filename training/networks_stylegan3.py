@@ -22,7 +22,7 @@ from torch_utils.ops import bias_act
 from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import filtered_lrelu
 from training import generator
-from training.networks_creps import fully_connected
+from training.networks_creps import fully_connected, track_average
 
 #----------------------------------------------------------------------------
 
@@ -139,7 +139,7 @@ class MappingNetwork(torch.nn.Module):
             x = getattr(self, f'fc{idx}')(x)
 
         if update_emas:
-            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+            track_average(self.w_avg, x.detach().mean(dim=0), self.w_avg_beta)
 
         # One copy of w per synthesis input, the first truncation_cutoff of them truncated.
         x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
@@ -314,8 +314,7 @@ class SynthesisLayer(torch.nn.Module):
 
         # Normalize the input by the running RMS of its magnitude.
         if update_emas:
-            magnitude_cur = x.detach().to(torch.float32).square().mean()
-            self.magnitude_ema.copy_(magnitude_cur.lerp(self.magnitude_ema, self.magnitude_ema_beta))
+            track_average(self.magnitude_ema, x.detach().to(torch.float32).square().mean(), self.magnitude_ema_beta)
         input_gain = self.magnitude_ema.rsqrt()
 
         styles = self.affine(w)

@@ -4,7 +4,8 @@ one process or several.
 Every `batch_size` images the loop runs the phases that are due (generator
 main loss, generator regularization, discriminator main loss, discriminator
 regularization), averages the gradients over processes, zeroes non-finite
-ones, steps the optimizers, updates the generator's moving average (G_ema)
+ones (as StyleGAN does; the tick line counts the steps that had any, and a
+network whose gradients stay non-finite stops the run), steps the optimizers, updates the generator's moving average (G_ema)
 and adapts the augmentation probability. Progress is reported once per tick
 (`kimg_per_tick` thousand images) and snapshots are written every few ticks:
 a network pickle in NVIDIA's format, an image grid, and a training-state
@@ -39,6 +40,7 @@ from torch_utils import distributed
 from torch_utils import misc
 from torch_utils import training_stats
 from training import augment
+from training import networks_creps
 from metrics import metric_main
 
 #----------------------------------------------------------------------------
@@ -83,7 +85,11 @@ def full_options(**kwargs):
 
 # Options an exact continuation may change: how long and how often, not what is computed.
 RESUMABLE_CHANGES = ('total_kimg', 'kimg_per_tick', 'image_snapshot_ticks', 'network_snapshot_ticks', 'metrics',
-    'data_loader_kwargs', 'run_dir', 'resume_state', 'resume_pkl', 'trust_pickle', 'cudnn_benchmark', 'grid_size', 'device')
+    'data_loader_kwargs', 'run_dir', 'resume_state', 'resume_pkl', 'trust_pickle', 'cudnn_benchmark', 'grid_size', 'device',
+    'max_nonfinite_steps')
+
+class TrainingDiverged(Exception):
+    """A network's gradients were non-finite in max_nonfinite_steps steps in a row; the message is one line."""
 
 def check_resumable(saved_options, options):
     """Raise ValueError naming the first option that differs between the run
@@ -188,10 +194,11 @@ def _make_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interva
 
 def _step(phase, num_gpus):
     """Average the gradients over processes, zero the non-finite ones
-    (counted in Progress/nonfinite_grads) and step the optimizer."""
+    (counted in Progress/nonfinite_grads) and step the optimizer. Returns a
+    0-dim bool tensor, on the device: had the step any non-finite gradient?"""
     params = [param for param in phase.module.parameters() if param.grad is not None]
     if not params:
-        return
+        return None
     flat = torch.cat([param.grad.flatten() for param in params])
     if num_gpus > 1:
         torch.distributed.all_reduce(flat)
@@ -202,6 +209,7 @@ def _step(phase, num_gpus):
     for param, grad in zip(params, flat.split([param.numel() for param in params])):
         param.grad = grad.reshape(param.shape)
     phase.opt.step()
+    return ~finite.all()
 
 @torch.no_grad()
 def _update_ema(G_ema, G, cur_nimg, batch_size, ema_kimg, ema_rampup):
@@ -210,9 +218,35 @@ def _update_ema(G_ema, G, cur_nimg, batch_size, ema_kimg, ema_rampup):
         ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
     ema_beta = 0.5 ** (batch_size / max(ema_nimg, 1e-8))
     for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-        p_ema.copy_(p.detach().lerp(p_ema, ema_beta))
+        networks_creps.track_average(p_ema, p.detach(), ema_beta) # Stays finite if G does not.
     for b_ema, b in zip(G_ema.buffers(), G.buffers()):
         b_ema.copy_(b)
+
+_NETWORK_NAMES = dict(G='generator', D='discriminator')
+
+def _nonfinite_report(steps, steps_per_tick, max_nonfinite_steps):
+    """The tick line's field and a warning line for the steps of this tick that had non-finite
+    gradients ({network letter: count}); (None, None) if none had."""
+    if not any(steps.values()):
+        return None, None
+    field = 'nonfinite ' + ' '.join(f'{key}:{count}' for key, count in steps.items())
+    warning = ('Warning: non-finite gradients (zeroed: the step left those weights unchanged) in '
+        + ', '.join(f'{count} of {steps_per_tick[key]} {_NETWORK_NAMES[key]} steps' for key, count in steps.items() if count)
+        + ' of this tick' + (f'; the run stops after {max_nonfinite_steps} in a row' if max_nonfinite_steps is not None else ''))
+    return field, warning
+
+_PHASE_NAMES = dict(main='loss', reg='regularization', both='loss')
+
+def _check_diverged(runs, max_nonfinite_steps, options):
+    """TrainingDiverged if a phase's run of steps with non-finite gradients ({phase name: count}) reached the limit."""
+    for name, run in runs.items():
+        if max_nonfinite_steps is not None and run >= max_nonfinite_steps:
+            key = name[0]
+            lr = (options.get(f'{key}_opt_kwargs') or {}).get('lr')
+            raise TrainingDiverged(f'the gradients of the {_NETWORK_NAMES[key]} {_PHASE_NAMES[name[1:]]} were non-finite (NaN or '
+                f'infinite) in each of its last {run} steps, which therefore changed nothing: training diverged; lower the learning '
+                f'rate (--{key.lower()}lr' + (f', now {lr:g}' if isinstance(lr, (int, float)) else '') + ') or raise --gamma, '
+                'and continue from the last good snapshot')
 
 def _generate_grid(G_ema, grid_z, grid_c, batch_gpu):
     return torch.cat([G_ema(z, c, noise_mode='const').cpu() for z, c in zip(grid_z.split(batch_gpu), grid_c.split(batch_gpu))])
@@ -253,6 +287,7 @@ def training_loop(
     resume_state            = None,     # Training-state file to continue exactly, None = start afresh.
     trust_pickle            = False,    # Execute the code embedded in resume_pkl, as NVIDIA's loader does.
     cudnn_benchmark         = True,     # Let cuDNN pick its fastest algorithms (non-deterministic on CUDA).
+    max_nonfinite_steps     = 100,      # Stop (TrainingDiverged) when a phase's gradients are non-finite in this many of its steps in a row, None = never.
     abort_fn                = None,     # Called once per tick; returning True stops training.
     progress_fn             = None,     # Called once per tick with (cur_nimg, total_nimg).
 ):
@@ -378,6 +413,9 @@ def training_loop(
     if progress_fn is not None:
         progress_fn(cur_nimg, total_nimg)
     num_rounds = batch_size // (batch_gpu * num_gpus)
+    nonfinite_steps = {key: torch.zeros([], dtype=torch.int64, device=device) for key in _NETWORK_NAMES} # In this tick.
+    nonfinite_runs = {phase.name: torch.zeros([], dtype=torch.int64, device=device) for phase in phases} # In a row, now.
+    steps_per_tick = {key: 0 for key in _NETWORK_NAMES}
 
     while True:
         # Fetch this step's reals, latents and labels.
@@ -402,7 +440,11 @@ def training_loop(
                 loss.accumulate_gradients(phase=phase.name, real_img=round_img, real_c=round_c, gen_z=round_z, gen_c=round_gen_c,
                     gain=phase.interval / num_rounds, cur_nimg=cur_nimg)
             phase.module.requires_grad_(False)
-            _step(phase, num_gpus)
+            nonfinite = _step(phase, num_gpus)
+            if nonfinite is not None: # Counted on the device: no synchronization until the tick.
+                nonfinite_steps[phase.name[0]] += nonfinite
+                steps_per_tick[phase.name[0]] += 1
+                nonfinite_runs[phase.name] = torch.where(nonfinite, nonfinite_runs[phase.name] + 1, 0)
 
         _update_ema(G_ema, G, cur_nimg, batch_size, ema_kimg, ema_rampup)
         cur_nimg += batch_size
@@ -440,8 +482,17 @@ def training_loop(
         fields.append(f'augment {training_stats.report0("Progress/augment", float(augment_pipe.p) if augment_pipe is not None else 0):.3f}')
         training_stats.report0('Timing/total_hours', (tick_end_time - start_time) / 3600)
         training_stats.report0('Timing/total_days', (tick_end_time - start_time) / 86400)
+        field, warning = _nonfinite_report({key: int(count) for key, count in nonfinite_steps.items()}, steps_per_tick, max_nonfinite_steps)
+        if field is not None:
+            fields.append(field)
         if is_main:
             print(' '.join(fields), flush=True)
+            if warning is not None:
+                print(warning, flush=True)
+        _check_diverged({key: int(run) for key, run in nonfinite_runs.items()}, max_nonfinite_steps, options)
+        for key in _NETWORK_NAMES:
+            nonfinite_steps[key].zero_()
+            steps_per_tick[key] = 0
 
         # Check for abort.
         if not done and abort_fn is not None and abort_fn():
