@@ -49,6 +49,11 @@ def report_skip(where, reason):
 def archive_name(idx):
     return f'{idx // IMAGES_PER_FOLDER:05d}/img{idx:08d}.png'
 
+def readable_name(name):
+    """A file name as valid UTF-8 text: os.listdir() gives the bytes of a name that is not UTF-8 as
+    lone surrogates, which no JSON reader can take; they become \\xNN escapes."""
+    return name.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+
 def is_power_of_two(n):
     return n >= 1 and n & (n - 1) == 0
 
@@ -88,7 +93,8 @@ class FileSource:
         return f'{self.kind} {self.path}: {self.count} image files'
 
     def where(self, i):
-        return os.path.join(self.path, self.names[i])
+        """Image `i`, named for messages."""
+        return readable_name(os.path.join(self.path, self.names[i]))
 
     def _open(self, name, whole=False):
         """A binary file; `whole`: read into memory (ZIP members decode faster, and in parallel, from memory)."""
@@ -116,8 +122,12 @@ class FileSource:
         for name in self.names:
             if '/' not in name:
                 raise click.ClickException(f'--labels-from-folders: {self.where(self.names.index(name))} is not inside a class folder')
-        self.class_names = sorted({name.split('/', 1)[0] for name in self.names})
-        index = {c: i for i, c in enumerate(self.class_names)}
+        folders = sorted({name.split('/', 1)[0] for name in self.names})
+        index = {folder: i for i, folder in enumerate(folders)}
+        self.class_names = [readable_name(folder) for folder in folders]
+        odd = [name for name, folder in zip(self.class_names, folders) if name != folder]
+        if odd:
+            click.echo(f'Warning: class folder names that are not UTF-8 are stored with \\xNN escapes: {", ".join(odd)}', err=True)
         return {name: index[name.split('/', 1)[0]] for name in self.names}
 
     def label(self, i):
@@ -231,6 +241,8 @@ def open_mnist(images_path):
                 labels = read_idx(os.path.join(folder, candidate), IDX_LABELS_MAGIC)
                 if len(labels) != len(images):
                     raise click.ClickException(f'{os.path.join(folder, candidate)}: {len(labels)} labels for {len(images)} images')
+                if labels.size and labels.max() > 9:
+                    raise click.ClickException(f'{os.path.join(folder, candidate)}: MNIST labels must lie in 0..9, found {labels.max()}')
                 break
     if labels is None:
         click.echo(f'No labels file beside {images_path}; writing the images without labels', err=True)
@@ -397,12 +409,14 @@ class ZipDest:
         os.replace(self.tmp, self.path)
 
     def abort(self):
-        try:
+        # Closing writes the ZIP's directory, which fails again on a full disk: moot for a file being
+        # discarded, and it must not hide the error being reported.
+        with contextlib.suppress(OSError, ValueError):
             self.zip.close()
+        with contextlib.suppress(OSError):
             self.file.close()
-        finally:
-            if os.path.exists(self.tmp):
-                os.unlink(self.tmp)
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
 
 class FolderDest:
     def __init__(self, path):

@@ -84,6 +84,10 @@ def readable_training_state(states):
 
 #----------------------------------------------------------------------------
 
+# Errors that stop a run with one line: divergence (every process sees the same gradients, so all
+# stop at the same tick) and an output that cannot be written (a full disk, say).
+STOPPING_ERRORS = (training_loop.TrainingDiverged, dnnlib.util.OutputError)
+
 def subprocess_fn(rank, init_method, c):
     """Body of every training process: join the group, log, train."""
     device = distributed.setup_process(rank=rank, world_size=c.num_gpus, base_device=c.device, init_method=init_method)
@@ -93,13 +97,13 @@ def subprocess_fn(rank, init_method, c):
             with dnnlib.util.Logger(os.path.join(c.run_dir, 'log.txt'), 'a'):
                 try:
                     training_loop.training_loop(**c)
-                except training_loop.TrainingDiverged as err:
-                    print(f'Error: training stopped: {err}', file=sys.stderr) # Into log.txt as well.
+                except STOPPING_ERRORS as err:
+                    print(f'Error: training stopped: {err}', file=sys.stderr) # Into log.txt as well, where it can be written.
                     raise
         else:
             training_loop.training_loop(**c)
-    except training_loop.TrainingDiverged:
-        sys.exit(1) # Every process sees the same gradients, so all stop at the same tick.
+    except STOPPING_ERRORS:
+        sys.exit(1) # Each is one line; the snapshots written before stay usable.
 
 def launch_training(c, desc, outdir, dry_run):
     """Print the options, make the run folder and start the processes."""

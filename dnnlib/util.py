@@ -190,6 +190,7 @@ class Logger:
         file_name   = None, # Log file, None = no file (console only).
         file_mode   = 'a',  # 'a' appends to an existing log, 'w' starts it afresh.
     ):
+        self.file_name = file_name
         self.file = open(file_name, file_mode, encoding='utf-8') if file_name is not None else None
         self.stdout, self.stderr = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = self._Tee(self, self.stdout), self._Tee(self, self.stderr)
@@ -200,14 +201,25 @@ class Logger:
 
         def write(self, text):
             self._stream.write(text)
-            if self._logger.file is not None:
-                self._logger.file.write(text)
+            self._logger._to_file(lambda f: f.write(text))
             return len(text)
 
         def flush(self):
             self._stream.flush()
-            if self._logger.file is not None:
-                self._logger.file.flush()
+            self._logger._to_file(lambda f: f.flush())
+
+    def _to_file(self, operation):
+        """operation(file) on the log file; if that fails (a full disk), the log goes on on the
+        console only, saying so once, so that what is being printed (an error, often) still shows."""
+        if self.file is None:
+            return
+        try:
+            operation(self.file)
+        except OSError as err:
+            file, self.file = self.file, None
+            with contextlib.suppress(OSError):
+                file.close()
+            self.stderr.write(f'Warning: {self.file_name}: cannot write it ({err.strerror or err}); logging to the console only\n')
 
         def __getattr__(self, name): # isatty(), encoding, fileno() ...: those of the console stream.
             return getattr(self._stream, name)
@@ -217,9 +229,8 @@ class Logger:
         if sys.stdout is not self.stdout:
             sys.stdout.flush(); sys.stderr.flush()
             sys.stdout, sys.stderr = self.stdout, self.stderr
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        self._to_file(lambda f: f.close())
+        self.file = None
 
     def __enter__(self):
         return self
@@ -292,6 +303,11 @@ def atomic_output_path(path: str):
 class OutputError(OSError):
     """An output file could not be written (a full disk, say); the message is one line naming it."""
 
+    @classmethod
+    def writing(cls, path, err):
+        """The OutputError for the OSError `err` raised while writing `path` (raise it `from err`, which keeps the errno)."""
+        return cls(f'{path}: cannot write it: {err.strerror or err}')
+
 @contextlib.contextmanager
 def atomic_write(path: str, mode: str = 'wb'):
     """Open a temporary file beside `path` for writing and move it onto
@@ -307,7 +323,7 @@ def atomic_write(path: str, mode: str = 'wb'):
     except OutputError:
         raise
     except OSError as err:
-        raise OutputError(f'{path}: cannot write it: {err.strerror or err}') from err # The cause keeps the errno.
+        raise OutputError.writing(path, err) from err
 
 #----------------------------------------------------------------------------
 # Cache folder.

@@ -191,6 +191,20 @@ def test_labels_from_folders(tmp_path):
     save(src / 'top.png', solid(8, 0)) # An image outside any class folder.
     assert_clean_error(run(['--source', src, '--dest', tmp_path / 'bad.zip', '--labels-from-folders']), str(src / 'top.png'))
 
+def test_class_folders_with_names_that_are_not_utf8(tmp_path):
+    src = tmp_path / 'src'
+    for name in [b'caf\xe9', b'plain']: # A Latin-1 name, as old archives have.
+        folder = os.path.join(os.fsencode(src), name)
+        os.makedirs(folder)
+        save(os.fsdecode(os.path.join(folder, b'0.png')), solid(8, 1))
+    (src / 'plain' / 'bad.png').write_bytes(b'corrupt') # Skipped with a message naming it.
+    result = run_ok(['--source', src, '--dest', tmp_path / 'out.zip', '--labels-from-folders'])
+    assert 'caf\\xe9' in result.stderr and 'bad.png' in result.stderr
+    with zipfile.ZipFile(tmp_path / 'out.zip') as z:
+        raw = z.read('dataset.json')
+    assert json.loads(raw.decode('utf-8'))['class_names'] == ['caf\\xe9', 'plain'] # Valid UTF-8 text, no lone surrogates.
+    assert '\\ud' not in raw.decode('utf-8')
+
 def write_cifar(path, per_batch=2):
     """A CIFAR-10 python archive: data_batch_1..5 and test_batch pickles, as the real one."""
     rng = np.random.default_rng(1)
@@ -251,6 +265,13 @@ def test_mnist(tmp_path, compress):
     assert meta == {'labels': [[n, int(c)] for n, c in zip(names(3), labels)]}
     assert_clean_error(run(['--source', source, '--dest', tmp_path / 'x.zip', '--labels-from-folders']), '--labels-from-folders')
     assert_clean_error(run(['--source', tmp_path / f'train-labels-idx1-ubyte{gz}', '--dest', tmp_path / 'x.zip']), 'labels file')
+
+def test_mnist_labels_out_of_range(tmp_path):
+    write_idx(tmp_path / 'train-images-idx3-ubyte', 2051, noise([2, 28, 28], seed=2), False)
+    write_idx(tmp_path / 'train-labels-idx1-ubyte', 2049, np.array([3, 200]), False)
+    assert_clean_error(run(['--source', tmp_path / 'train-images-idx3-ubyte', '--dest', tmp_path / 'out.zip']),
+        'train-labels-idx1-ubyte', 'must lie in 0..9, found 200')
+    assert not (tmp_path / 'out.zip').exists()
 
 def test_max_images_counts_written_images(tmp_path):
     src = tmp_path / 'src'

@@ -217,3 +217,18 @@ def test_logger_copies_console_to_file(tmp_path, capsys):
     assert log.read_text() == 'to both\nto stderr too\n'
     captured = capsys.readouterr()
     assert 'to both' in captured.out and 'after close' in captured.out and 'to stderr too' in captured.err
+
+def test_logger_goes_on_on_the_console_when_the_log_file_fails(tmp_path, capsys):
+    class FullDisk:
+        def write(self, *_args):
+            raise OSError(28, 'No space left on device')
+        flush = close = write
+    log = tmp_path / 'log.txt'
+    with dnnlib.util.Logger(str(log), 'w') as logger:
+        logger.file.close()
+        logger.file = FullDisk()
+        print('Error: what went wrong', file=sys.stderr) # What a failing run prints last must still show.
+        print('more')
+    captured = capsys.readouterr()
+    assert 'Error: what went wrong' in captured.err and 'more' in captured.out
+    assert captured.err.count('cannot write it (No space left on device); logging to the console only') == 1

@@ -21,6 +21,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
+import dataset_tool
 import gen_images
 import legacy
 from dnnlib import safe_numpy
@@ -220,6 +221,50 @@ def test_a_full_disk_is_one_line_and_keeps_earlier_images(tmp_path, monkeypatch)
     result = invoke(gen_images.generate_images, ['--network', network, '--seeds=0-1', '--outdir', tmp_path / 'out'])
     assert_clean_error(result, 'seed0000.png: cannot write it: No space left on device')
     assert os.listdir(tmp_path / 'out') == ['seed0001.png'] and (tmp_path / 'out' / 'seed0001.png').read_bytes() == b'an earlier image'
+
+def test_a_full_disk_under_a_zip_destination_is_one_line_and_keeps_the_old_zip(tmp_path, monkeypatch):
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    for i in range(3):
+        PIL.Image.new('RGB', (8, 8), (i, 0, 0)).save(folder / f'img{i}.png')
+    dest = tmp_path / 'out.zip'
+    dest.write_bytes(b'the old dataset')
+    writes = []
+    def write_until_full(self, info, data, **kwargs):
+        if len(writes) == 1:
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        writes.append(info)
+        return real_writestr(self, info, data, **kwargs)
+    def directory_on_full_disk(_self): # Closing writes the ZIP's directory: that fails too.
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    real_writestr = zipfile.ZipFile.writestr
+    monkeypatch.setattr(zipfile.ZipFile, 'writestr', write_until_full)
+    monkeypatch.setattr(zipfile.ZipFile, '_write_end_record', directory_on_full_disk)
+    result = invoke(dataset_tool.convert_dataset, [f'--source={folder}', f'--dest={dest}', '--overwrite', '--workers=1'])
+    assert_clean_error(result, 'out.zip', 'No space left on device')
+    assert dest.read_bytes() == b'the old dataset' and sorted(os.listdir(tmp_path)) == ['images', 'out.zip']
+
+def test_a_full_disk_stops_training_with_one_line(tmp_path):
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    for i in range(4):
+        PIL.Image.new('RGB', (16, 16), (60 * i, 0, 0)).save(folder / f'img{i}.png')
+    args = ['train.py', f'--outdir={tmp_path / "runs"}', f'--data={folder}', '--cfg=creps', '--gpus=1', '--batch=2', '--gamma=1',
+        '--cbase=256', '--cmax=16', '--biline-channels=8', '--map-depth=2', '--mbstd-group=2', '--kimg=0.002', '--metrics=none',
+        '--aug=noaug', '--workers=0', '--device=cpu', '--grid=2x1']
+    # The network snapshot meets a full disk: pickle.dump into a file fails as writing would.
+    script = (f'import errno, io, pickle, runpy, sys\n'
+        f'def full_disk(obj, file, *args, real_dump=pickle.dump, **kwargs):\n'
+        f'    if not isinstance(file, io.BytesIO):\n        raise OSError(errno.ENOSPC, "No space left on device")\n'
+        f'    return real_dump(obj, file, *args, **kwargs)\n'
+        f'pickle.dump = full_disk\nsys.argv = {args!r}\nrunpy.run_path("train.py", run_name="__main__")\n')
+    result = subprocess.run([sys.executable, '-c', script], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith('Error')]
+    assert len(errors) == 1 and 'network-snapshot-' in errors[0] and 'No space left on device' in errors[0], result.stderr
+    (run_dir,) = (tmp_path / 'runs').iterdir()
+    assert not [name for name in os.listdir(run_dir) if name.endswith('.pkl') or name.startswith('.tmp')]
 
 def test_a_network_with_nan_weights_is_an_error_not_black_images(tmp_path):
     G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=256, channel_max=16, biline_channels=8).eval()

@@ -550,8 +550,11 @@ def training_loop(
         if is_main:
             stats = stats_collector.as_dict()
             timestamp = time.time()
-            stats_jsonl.write(json.dumps(dict(stats, timestamp=timestamp)) + '\n')
-            stats_jsonl.flush()
+            try:
+                stats_jsonl.write(json.dumps(dict(stats, timestamp=timestamp)) + '\n')
+                stats_jsonl.flush()
+            except OSError as err:
+                raise dnnlib.util.OutputError.writing(stats_jsonl.name, err) from err
             if stats_tfevents is not None:
                 global_step = int(cur_nimg / 1e3)
                 walltime = timestamp - start_time
