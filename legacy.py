@@ -22,7 +22,6 @@ network's class and init arguments; no pickle at all.
 
 import _compat_pickle
 import collections
-import copyreg
 import io
 import json
 import os

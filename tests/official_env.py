@@ -12,13 +12,16 @@ make_env(root, codebase) writes under `root` what a checkout of NVIDIA's StyleGA
   (OFFICIAL_CREPS_SRC), whose SynthesisInput is a plain, non-persistent class.
 run_in_env(root, script) runs `script` there with only `root` and the installed
 packages importable, and fails the test with its output if it fails.
+import_official_creps(folder) imports OFFICIAL_CREPS_SRC in this process.
 """
 
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import uuid
 
 #----------------------------------------------------------------------------
 
@@ -297,6 +300,19 @@ class Generator(torch.nn.Module):
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas)
         return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
 '''
+
+def import_official_creps(folder):
+    """OFFICIAL_CREPS_SRC as a module of this process (written to a file in `folder`, as persistent
+    classes need), with this project's torch_utils."""
+    name = f'official_networks_creps_{uuid.uuid4().hex[:8]}'
+    path = os.path.join(folder, f'{name}.py')
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write(OFFICIAL_CREPS_SRC)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 def official_coords(rows, cols):
     """The `coords` buffer [1, L, 2, 1] through which the official code sets the lines it renders

@@ -1,9 +1,9 @@
 """CREPS generator: shapes, the official computation, and the coordinate property."""
 
-import numpy as np
 import pytest
 import torch
 
+from official_env import import_official_creps
 from torch_utils import render
 from training.networks_creps import Generator
 
@@ -65,75 +65,22 @@ def test_parameter_names_and_shapes_match_official_layout():
     assert 'synthesis.b4.fc0.weight' not in shapes and 'synthesis.decoder_4.0.weight' not in shapes
 
 #----------------------------------------------------------------------------
-# An independent transcription of the official forward pass (channels-first, rows and
-# columns side by side in the last axis, coordinates from the `coords` buffer).
+# The official computation: the official-shaped module of tests/official_env.py, on the same weights.
 
-def _official_fc(layer, x):
-    y = x @ (layer.weight * layer.weight_gain).t() + layer.bias * layer.bias_gain
-    return torch.nn.functional.leaky_relu(y, 0.2) * np.sqrt(2) if layer.activation == 'lrelu' else y
-
-def _official_modulated(x, layer, w, demodulate, act, clamp):
-    styles = _official_fc(layer.affine, w) * (1 if demodulate else layer.weight_gain)
-    wt = layer.weight[None] * styles[:, None, :]
-    if demodulate:
-        wt = wt / (wt.square().sum(2, keepdim=True) + 1e-8).sqrt()
-    y = torch.einsum('nihw,noi->nohw', x, wt) + layer.bias.reshape(1, -1, 1, 1)
-    if act:
-        y = torch.nn.functional.leaky_relu(y, 0.2) * np.sqrt(2)
-    return y.clamp(-clamp, clamp)
-
-def _official_block(block, x, res, ws):
-    ws = list(ws.unbind(1))
-    if block.in_channels == 1:
-        inp = block.input
-        n = ws[0].shape[0]
-        t = inp.coords.repeat(n, 1, 1, 1) @ inp.freqs
-        t = t.reshape(n, -1, 2, inp.channels // 2, inp.rank).permute(0, 3, 1, 2, 4) * (2 * np.pi)
-        t = t.reshape(*t.shape[:3], -1)
-        x = torch.sin(torch.cat([t, t + np.pi / 2], dim=1))
-        x = x * (inp.weight * _official_fc(inp.affine, ws.pop(0)).reshape(n, inp.channels, 1, -1)) / np.sqrt(inp.channels)
-    else:
-        x = _official_modulated(x, block.fc0, ws.pop(0), True, True, 256)
-    x = _official_modulated(x, block.fc1, ws.pop(0), True, True, 256)
-    if block.is_last or block.architecture == 'skip':
-        y = _official_modulated(x, block.tores, ws.pop(0), False, False, 256)
-        res = y if res is None else res + y
-    return x, res
-
-def official_synthesis(S, ws):
-    x = biline = feature = None
-    w_idx = 0
-    for res in S.block_resolutions:
-        block = getattr(S, f'b{res}')
-        count = (res == 4) + block.num_fc + block.num_tores
-        x, biline = _official_block(block, x, biline, ws[:, w_idx : w_idx + count])
-        w_idx += block.num_fc
-        if biline is not None:
-            rows, cols = (biline * np.sqrt(0.5)).chunk(2, dim=-1)
-            new_f = rows @ cols.transpose(-2, -1)
-            n, c, h, w = new_f.shape
-            new_f = new_f.permute(0, 2, 3, 1).reshape(-1, c)
-            feature = new_f if feature is None else getattr(S, f'decoder_{res}')(feature) + new_f
-    feature = S.decoder_last(feature)
-    img = S.decoder_img(feature).reshape(n, h, w, -1).permute(0, 3, 1, 2)
-    feature = feature.reshape(n, h, w, -1).permute(0, 3, 1, 2)
-    last = ws[:, -1:].repeat(1, 3, 1)
-    for block in [S.block0, S.block1]:
-        feature, img = _official_block(block, feature, img, last)
-    return img
-
-@pytest.mark.parametrize('config', [dict(), dict(img_resolution=32, rank=4), dict(c_dim=3, architecture='orig')])
-def test_matches_official_computation(config):
+@pytest.mark.parametrize('config', [dict(), dict(img_resolution=32, img_channels=1), dict(c_dim=3, architecture='orig')])
+def test_matches_official_computation(config, tmp_path):
     G = tiny_generator(**config)
     # Non-trivial biases and gains so that every term of the computation matters.
     with torch.no_grad():
         for name, p in G.named_parameters():
             if name.endswith('bias'):
                 p.add_(torch.randn_like(p) * 0.1)
+    official = import_official_creps(tmp_path).Generator(**G.init_kwargs).eval()
+    official.load_state_dict(G.state_dict())
     z, c = latents(G, 2)
     ws = G.mapping(z, c)
     ours = G.synthesis(ws)
-    theirs = official_synthesis(G.synthesis, ws)
+    theirs = official.synthesis(ws)
     assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4), (ours - theirs).abs().max()
 
 def test_truncation_moves_toward_w_avg():

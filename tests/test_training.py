@@ -326,6 +326,5 @@ def test_diverging_run_reports_nonfinite_steps_and_stops_with_finite_buffers(dat
     assert kimg < 1, 'stopped after 100 steps of the generator loss (0.4 kimg), not at --kimg'
     # The running averages stayed finite: the last snapshot loads and its G_ema is usable.
     snapshots = sorted(glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl')))
-    import legacy # pylint: disable=import-outside-toplevel
     G_ema = legacy.load_network(snapshots[-1])
     assert torch.isfinite(G_ema.mapping.w_avg).all()
