@@ -97,7 +97,9 @@ def fully_connected(x, weight, bias, weight_gain, bias_gain, activation):
         if bias_gain != 1:
             b = b * bias_gain
     if x.ndim == 3:
-        return bias_act.bias_act(torch.matmul(w, x), b, dim=1, act=activation)
+        # One product per sample with the weight broadcast (a view): torch.matmul(w, x) would fold
+        # the batch into the rows, transposing x to [N * P, in] and back, a copy per layer and pass.
+        return bias_act.bias_act(torch.bmm(w.unsqueeze(0).expand(x.shape[0], -1, -1), x), b, dim=1, act=activation)
     if activation == 'linear' and b is not None:
         return torch.addmm(b.unsqueeze(0), x, w.t())
     return bias_act.bias_act(x.matmul(w.t()), b, act=activation)
