@@ -242,7 +242,23 @@ def fid50k_full_x4(opts):
     return dict(fid50k_full_x4=fid)
 
 #----------------------------------------------------------------------------
-# Small variants for CPU checks (not StyleGAN3's): 1000 generated images or samples.
+# Variants a CPU can afford (not StyleGAN3's): 10k generated images against a fixed random sample
+# of 10k real ones (the dataset's max_size subset, random_seed 0, so that the statistics of the
+# reals are computed once and cached), and 1000 generated images for quick checks.
+
+CPU_SAMPLE_SIZE = 10000 # Generated images, and real ones, of the 10k variants.
+
+@register_metric
+def fid10k(opts):
+    opts.dataset_kwargs.update(max_size=CPU_SAMPLE_SIZE, xflip=False, random_seed=0)
+    fid = frechet_inception_distance.compute_fid(opts, max_real=None, num_gen=CPU_SAMPLE_SIZE)
+    return dict(fid10k=fid)
+
+@register_metric
+def kid10k(opts):
+    opts.dataset_kwargs.update(max_size=CPU_SAMPLE_SIZE, xflip=False, random_seed=0)
+    kid = kernel_inception_distance.compute_kid(opts, max_real=None, num_gen=CPU_SAMPLE_SIZE, num_subsets=100, max_subset_size=1000)
+    return dict(kid10k=kid)
 
 @register_metric
 def fid1k_full(opts):

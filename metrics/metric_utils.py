@@ -149,6 +149,7 @@ class InceptionAdapter(torch.nn.Module):
         super().__init__()
         self.net = net
         self.source = source
+        self.chunk = None # Images per call of `net`, None = the whole batch (see get_feature_detector).
 
     def forward(self, img, return_features=False, use_fp16=False, no_output_bias=False):
         """Pool features [N, 2048] (float32) of images [N, 3, H, W] with values
@@ -163,7 +164,8 @@ class InceptionAdapter(torch.nn.Module):
         x = img.to(torch.float16 if use_fp16 else torch.float32)
         x = tf_bilinear_resize(x, 299, 299) # Always, as NVIDIA's detector: at 299x299 it is the identity to float precision.
         x = (x - 128) / 128
-        return self.net(x).reshape(x.shape[0], -1).to(torch.float32)
+        chunks = [x] if self.chunk is None else x.split(self.chunk)
+        return torch.cat([self.net(part).reshape(part.shape[0], -1) for part in chunks]).to(torch.float32)
 
 #----------------------------------------------------------------------------
 # Loading detectors.
@@ -229,8 +231,25 @@ def get_feature_detector(url, device=torch.device('cpu'), num_gpus=1, rank=0, ve
         detector.eval()
         for param in detector.parameters(): # Module.requires_grad_() does not exist on ScriptModules.
             param.requires_grad_(False)
-        _feature_detector_cache[key] = detector.to(device)
+        detector = detector.to(device)
+        if isinstance(detector, InceptionAdapter) and torch.device(device).type == 'cpu':
+            detector.net = frozen_for_cpu(detector.net)
+            detector.chunk = CPU_DETECTOR_CHUNK
+        _feature_detector_cache[key] = detector
     return _feature_detector_cache[key]
+
+# On a CPU, Inception runs faster on 16 images at a time than on 64 (1.2 times the images per second
+# with 2 threads): the activations of a larger batch at 299x299 no longer fit in the caches.
+CPU_DETECTOR_CHUNK = 16
+
+def frozen_for_cpu(net):
+    """A TorchScript network frozen and optimized for CPU inference (constants folded, batch norms
+    folded into the convolutions, oneDNN layouts): 1.1-1.2 times the images per second, the same
+    features. The network itself if TorchScript cannot freeze it."""
+    try:
+        return torch.jit.optimize_for_inference(torch.jit.freeze(net.eval()))
+    except (RuntimeError, AttributeError): # Not freezable (a module with methods beyond forward, say).
+        return net
 
 _file_digests = dict() # {(path, size, mtime_ns): md5 hex digest}
 
