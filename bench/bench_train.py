@@ -8,10 +8,16 @@ stats.jsonl: sec/kimg, seconds per step and peak resident memory.
     python bench/bench_train.py                      # tiny 32-px config, then the default 256-px config
     python bench/bench_train.py --only tiny32
     python bench/bench_train.py --device cuda --gpus 1
+    python bench/bench_train.py --baseline 12117d5   # side by side with that commit (a git worktree)
+
+With --baseline, each config also trains with the code of that git revision, checked
+out in a temporary worktree, the two alternating (ours, baseline, ours, baseline), and
+the report adds the baseline's sec/kimg and the speed-up (baseline sec/kimg / ours).
 
 Not a test: timings depend on the machine. Compare ratios within one run.
 """
 
+import contextlib
 import json
 import os
 import subprocess
@@ -44,14 +50,15 @@ def write_images(folder, resolution, count, seed=0):
         img = sum(np.sin(2 * np.pi * (freq[:, k, 0, None, None] * x + freq[:, k, 1, None, None] * y) + phase[:, k, None, None]) for k in range(3)) / 3
         PIL.Image.fromarray(np.rint((img.transpose(1, 2, 0) + 1) * 127.5).astype(np.uint8)).save(os.path.join(folder, f'{i:04d}.png'))
 
-def run_config(name, device, gpus, workdir):
+def run_config(name, device, gpus, workdir, repo=REPO):
+    """Train config `name` with the train.py of `repo`; its figures as a dict."""
     resolution, batch, options, tick, ticks = CONFIGS[name]
     data = os.path.join(workdir, f'data{resolution}')
     if not os.path.isdir(data):
         os.makedirs(data)
         write_images(data, resolution, count=max(4 * batch, 16))
-    outdir = os.path.join(workdir, f'runs-{name}')
-    cmd = [sys.executable, os.path.join(REPO, 'train.py'), f'--outdir={outdir}', '--cfg=creps', f'--data={data}', f'--gpus={gpus}',
+    outdir = tempfile.mkdtemp(dir=workdir, prefix=f'runs-{name}-')
+    cmd = [sys.executable, os.path.join(repo, 'train.py'), f'--outdir={outdir}', '--cfg=creps', f'--data={data}', f'--gpus={gpus}',
         f'--batch={batch}', '--gamma=1', f'--tick={tick}', f'--kimg={tick * ticks + batch / 1000}', f'--snap={ticks + 1}', '--metrics=none',
         f'--device={device}', '--grid=2x2', *options]
     result = subprocess.run(cmd, capture_output=True, text=True)
@@ -66,15 +73,40 @@ def run_config(name, device, gpus, workdir):
 
 #----------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def worktree(revision, workdir):
+    """A git worktree of this repository at `revision`, removed afterwards."""
+    path = os.path.join(workdir, 'baseline')
+    result = subprocess.run(['git', '-C', REPO, 'worktree', 'add', '--detach', path, revision], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise click.BadParameter(f'cannot check out {revision}: {result.stderr.strip()}', param_hint='--baseline')
+    try:
+        yield path
+    finally:
+        subprocess.run(['git', '-C', REPO, 'worktree', 'remove', '--force', path], capture_output=True, check=False)
+
 @click.command()
 @click.option('--only', type=click.Choice(sorted(CONFIGS)), multiple=True, help='Run only these configs (repeatable)')
 @click.option('--device', default='cpu', show_default=True, help='Training device')
 @click.option('--gpus', type=click.IntRange(min=1), default=1, show_default=True, help='Processes')
-def main(only, device, gpus):
+@click.option('--baseline', metavar='REV', help='Also train with this git revision, alternating, and report the speed-up')
+@click.option('--rounds', type=click.IntRange(min=1), default=1, show_default=True, help='Alternations of ours and the baseline')
+def main(only, device, gpus, baseline, rounds):
     """Measure train.py's sec/kimg for each config; one JSON line per config."""
-    with tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory() as workdir, (worktree(baseline, workdir) if baseline else contextlib.nullcontext()) as base_repo:
         for name in only or CONFIGS:
-            print(json.dumps(run_config(name, device, gpus, workdir)), flush=True)
+            ours, theirs = [], []
+            for _ in range(rounds):
+                ours.append(run_config(name, device, gpus, workdir))
+                if base_repo is not None:
+                    theirs.append(run_config(name, device, gpus, workdir, repo=base_repo))
+            report = dict(ours[0], sec_per_kimg=round(float(np.mean([r['sec_per_kimg'] for r in ours])), 2))
+            report['sec_per_step'] = round(report['sec_per_kimg'] * report['batch'] / 1000, 3)
+            if theirs:
+                report['baseline'] = baseline
+                report['baseline_sec_per_kimg'] = round(float(np.mean([r['sec_per_kimg'] for r in theirs])), 2)
+                report['speedup'] = round(report['baseline_sec_per_kimg'] / report['sec_per_kimg'], 2)
+            print(json.dumps(report), flush=True)
 
 if __name__ == '__main__':
     main() # pylint: disable=no-value-for-parameter
