@@ -5,8 +5,9 @@ Every `batch_size` images the loop runs the phases that are due (generator
 main loss, generator regularization, discriminator main loss, discriminator
 regularization), averages the gradients over processes, zeroes non-finite
 ones (as StyleGAN does; the tick line counts the steps that had any, and a
-network whose gradients stay non-finite stops the run), steps the optimizers, updates the generator's moving average (G_ema)
-and adapts the augmentation probability. Progress is reported once per tick
+phase whose gradients stay non-finite stops the run), steps the optimizers,
+updates the generator's moving average (G_ema) and adapts the augmentation
+probability. Progress is reported once per tick
 (`kimg_per_tick` thousand images) and snapshots are written every few ticks:
 a network pickle in NVIDIA's format, an image grid, and a training-state
 checkpoint from which the run continues exactly where it was, as if it had
@@ -89,7 +90,7 @@ RESUMABLE_CHANGES = ('total_kimg', 'kimg_per_tick', 'image_snapshot_ticks', 'net
     'max_nonfinite_steps')
 
 class TrainingDiverged(Exception):
-    """A network's gradients were non-finite in max_nonfinite_steps steps in a row; the message is one line."""
+    """A phase's gradients were non-finite in max_nonfinite_steps of its steps in a row; the message is one line."""
 
 def check_resumable(saved_options, options):
     """Raise ValueError naming the first option that differs between the run
