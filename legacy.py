@@ -228,6 +228,20 @@ def _allowed_globals():
     }
     return allowed
 
+def _referenced_module_class(module, name):
+    """The module class a pickle names by reference whose state, inside a persistent network, may be
+    read: a torch.nn class (Sequential, ModuleList...) or a plain class of a network module (the
+    official CREPS release's SynthesisInput is not persistent); None for anything else."""
+    if module.startswith('torch.nn.modules.'):
+        cls = vars(sys.modules[module]).get(name) if module in sys.modules else None
+    elif module in NATIVE_MODULES:
+        native = _native_modules().get(module)
+        cls = vars(native).get(name) if native is not None else None
+        cls = cls if getattr(cls, '__module__', None) == module else None # Defined there, not imported.
+    else:
+        return None
+    return cls if isinstance(cls, type) and issubclass(cls, torch.nn.Module) else None
+
 class _RestrictedUnpickler(pickle.Unpickler):
     _allowed = None
 
@@ -242,18 +256,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return found
         if module == 'torch' and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
-        if module.startswith('torch.nn.modules.') and module in sys.modules:
-            cls = getattr(sys.modules[module], name, None)
-            if isinstance(cls, type) and issubclass(cls, torch.nn.Module):
-                return _torch_module_stand_in(cls)
-        if module in NATIVE_MODULES:
-            # A network module's class pickled by reference, not as a persistent object: the official
-            # CREPS release's SynthesisInput is not persistent. Inside a persistent network its state
-            # is only read, like that of a torch.nn.Sequential.
-            native = _native_modules().get(module)
-            cls = vars(native).get(name) if native is not None else None
-            if isinstance(cls, type) and issubclass(cls, torch.nn.Module) and cls.__module__ == module:
-                return _torch_module_stand_in(cls)
+        cls = _referenced_module_class(module, name)
+        if cls is not None:
+            return _torch_module_stand_in(cls)
         if module.startswith('dnnlib.tflib'):
             raise NetworkPickleError(_TF_MESSAGE)
         raise UntrustedPickleError(f'refused to load {module}.{name}: not a tensor, array or known network class; {TRUST_HINT}')
