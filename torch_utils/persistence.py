@@ -273,6 +273,15 @@ def _imported_modules(node, importing):
             found.append((alias.asname or alias.name, node.module, alias.name))
     return found
 
+def _import_statement(bound, module, attr):
+    """A statement binding `bound` as the replaced import did, to `module` or its attribute `attr`."""
+    if attr is not None:
+        return f'from {module} import {attr} as {bound}\n'
+    if bound == module: # import a.b: binds a, as before.
+        return f'import {module}\n'
+    package, _, leaf = module.rpartition('.')
+    return f'from {package} import {leaf} as {bound}\n' if package else f'import {module} as {bound}\n'
+
 def _portable_source(src, module_name):
     """`src` with its top-level imports of carried project modules replaced by carried copies."""
     tree = ast.parse(src)
@@ -294,8 +303,7 @@ def _portable_source(src, module_name):
         text = []
         for bound, name, attr in imported:
             if not _is_carried(name):
-                text.append(f'from {name.rpartition(".")[0]} import {name.rpartition(".")[2]} as {bound}\n' if attr is None and '.' in name
-                    else f'import {name} as {bound}\n' if attr is None else f'from {name} import {attr} as {bound}\n')
+                text.append(_import_statement(bound, name, attr))
                 continue
             if name not in carried:
                 if name in _carrying:
