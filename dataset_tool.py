@@ -108,7 +108,8 @@ class FileSource:
         where = os.path.join(self.path, 'dataset.json')
         try:
             with self._open('dataset.json') as f:
-                labels = json.load(f)['labels']
+                metadata = json.load(f)
+            labels = metadata['labels']
             labels = {} if labels is None else {str(name).replace('\\', '/'): label for name, label in labels}
         except (OSError, ValueError, KeyError, TypeError, RecursionError, zipfile.BadZipFile) as err: # RecursionError: nesting too deep for json.
             raise click.ClickException(f'{where}: not a dataset.json with "labels": [[filename, label], ...] or null ({one_line(err)})')
@@ -116,6 +117,9 @@ class FileSource:
             dataset.labels_to_array(list(labels.values()), where) # Checked before any image is converted.
         except dataset.DatasetError as err:
             raise click.ClickException(str(err))
+        names = metadata.get('class_names')
+        if isinstance(names, list) and all(isinstance(name, str) for name in names): # Kept through a re-conversion.
+            self.class_names = names
         return labels
 
     def _folder_labels(self):
@@ -483,6 +487,24 @@ def check_labels(labels):
         raise click.ClickException(f'source {err}')
     return True
 
+def parse_class_names(src, class_names):
+    """--class-names: one name per class index of the source's labels, checked before anything is written."""
+    names = [name.strip() for name in class_names.split(',')]
+    labels = [src.label(i) for i in range(src.count)]
+    if any(label is None for label in labels):
+        raise click.BadParameter(f'{src.describe()} has no class labels to name', param_hint='--class-names')
+    try:
+        labels = dataset.labels_to_array(labels, 'the source')
+    except dataset.DatasetError as err:
+        raise click.BadParameter(str(err), param_hint='--class-names')
+    if labels.dtype != np.int64:
+        raise click.BadParameter('the source\'s labels are vectors, not class indices', param_hint='--class-names')
+    num_classes = int(labels.max()) + 1
+    if len(names) != num_classes or not all(names):
+        raise click.BadParameter(f'{len(names)} names for the {num_classes} classes (0 to {num_classes - 1}) of the source; '
+            'give one non-empty name per class index, separated by commas', param_hint='--class-names')
+    return names
+
 def scan(src, limit, fixed_size, skipped):
     """Check image headers before writing anything: the channel count of the dataset (1 if
     every image is grayscale, else 3) and, without --resolution, the common size. Stops
@@ -583,8 +605,9 @@ def write(src, dest, is_zip, fn, shape, limit, skipped, workers):
         if not labels:
             raise click.ClickException(f'no image could be written ({len(skipped)} skipped)')
         metadata = {'labels': labels if check_labels([label for _name, label in labels]) else None}
-        if src.class_names is not None:
-            metadata['class_names'] = src.class_names
+        if src.class_names is not None and metadata['labels'] is not None:
+            # As many names as the written labels make classes (--max-images may leave out the last ones).
+            metadata['class_names'] = src.class_names[:int(dataset.labels_to_array([label for _name, label in labels], dest).max()) + 1]
         out.write('dataset.json', json.dumps(metadata).encode('utf-8'))
         out.commit()
     except OSError as err: # Reading errors are per image and skipped; this is the destination failing (disk full, ...).
@@ -606,9 +629,10 @@ def write(src, dest, is_zip, fn, shape, limit, skipped, workers):
 @click.option('--transform', type=click.Choice(TRANSFORMS), help='Crop before resizing (needs --resolution)')
 @click.option('--resolution', type=cli.Size(), help='Output size WxH: images are resized (Lanczos) or cropped and resized')
 @click.option('--labels-from-folders', is_flag=True, help='Class labels from the first-level folder names (sorted)')
+@click.option('--class-names', metavar='A,B,...', help='Names of the class indices 0, 1, ... of the source\'s labels (as MNIST\'s and Fashion-MNIST\'s have none)')
 @click.option('--overwrite', is_flag=True, help='Replace a non-empty --dest')
 @click.option('--workers', type=click.IntRange(min=1), help='Threads decoding, resizing and encoding images', default=min(8, os.cpu_count() or 1), show_default=True)
-def convert_dataset(source, dest, max_images, transform, resolution, labels_from_folders, overwrite, workers):
+def convert_dataset(source, dest, max_images, transform, resolution, labels_from_folders, class_names, overwrite, workers):
     """Convert an image dataset into a ZIP or folder of PNGs for training.
 
     \b
@@ -624,7 +648,8 @@ def convert_dataset(source, dest, max_images, transform, resolution, labels_from
     Labels go to dataset.json: {"labels": [["00000/img00000000.png", 6], ...]} or
     {"labels": null}, from the source's dataset.json (keyed by path in the source), from
     CIFAR-10/MNIST, or with --labels-from-folders from the first-level folder names
-    (class indices in sorted name order; the names are stored as "class_names").
+    (class indices in sorted name order; the names are stored as "class_names", as are
+    those of --class-names, and those of the source's dataset.json).
 
     \b
     Images: all become grayscale (1 channel) if every source image is grayscale, else
@@ -639,14 +664,18 @@ def convert_dataset(source, dest, max_images, transform, resolution, labels_from
     The destination is written to a hidden temporary file or folder beside it and moved
     into place at the end: an interrupted run never leaves a half-written destination.
     """
+    if class_names is not None and labels_from_folders:
+        raise click.BadParameter('--labels-from-folders names the classes after the folders; leave out one of the two', param_hint='--class-names')
     is_zip = check_dest(dest, source, overwrite)
     fn, side = make_transform(transform, resolution)
     src = open_source(source, labels_from_folders)
     try:
         click.echo(f'Source: {src.describe()}')
+        if class_names is not None:
+            src.class_names = parse_class_names(src, class_names)
         if src.class_names is not None:
-            click.echo('Classes from folders: ' + ', '.join(f'{i}={name}' for i, name in enumerate(src.class_names)))
-            if len(src.class_names) == 1:
+            click.echo('Classes: ' + ', '.join(f'{i}={name}' for i, name in enumerate(src.class_names)))
+            if labels_from_folders and len(src.class_names) == 1:
                 click.echo(f'Warning: a single class ({src.class_names[0]!r}); point --source at the folder that holds the class folders', err=True)
         skipped = set()
         channels, first_side = scan(src, max_images, fn is not None, skipped)

@@ -182,7 +182,7 @@ def chosen_mode(given):
 #----------------------------------------------------------------------------
 
 @click.command()
-@click.option('--network', 'network_pkl', help='Network pickle filename or URL', metavar='PATH|URL', required=True)
+@cli.network_option(legacy.DEFAULT_NETWORK)
 @click.option('--seeds', type=cli.IntRange(), help="Random seeds, e.g. '0-7' (interpolation: the keyframes of every cell; zoom: one seed)", required=True)
 @click.option('--output', help='Output video file', metavar='FILE.mp4', required=True)
 @click.option('--grid', type=cli.Size('a grid', '3x2 (columns x rows)', 'CxR'), help='Interpolation: grid of columns x rows  [default: 1x1]')
@@ -196,7 +196,7 @@ def chosen_mode(given):
 @click.option('--frames', type=click.IntRange(min=1), help='Zoom: number of frames  [default: 240]')
 @click.option('--fps', type=click.FloatRange(min=0, min_open=True), help='Frames per second', default=60, show_default=True)
 @click.option('--trunc', 'truncation_psi', type=float, help='Truncation psi', default=1, show_default=True)
-@click.option('--class', 'class_idx', type=click.IntRange(min=0), help='Class label (conditional networks)')
+@cli.class_option(legacy.read_class_names(legacy.DEFAULT_NETWORK))
 @click.option('--noise-mode', type=click.Choice(['const', 'random', 'none']), help='Noise mode (StyleGAN networks)', default='const', show_default=True)
 @click.option('--scale', type=click.FloatRange(min=0, min_open=True), help='Size of each image (grid cell or zoom frame) relative to the training resolution (CREPS)', default=1, show_default=True)
 @click.option('--size', type=cli.Size(), help='Size WxH of each image (grid cell or zoom frame) in pixels (CREPS)')
@@ -224,7 +224,8 @@ def generate_video(ctx, network_pkl, seeds, output, grid, num_keyframes, w_frame
 
     print(f'Loading network from "{network_pkl}"...')
     with cli.one_line_errors(legacy.NetworkPickleError):
-        G = legacy.load_network(network_pkl, trust=trust_pickle).eval().requires_grad_(False).to(device)
+        G, class_names = legacy.load_generator(network_pkl, trust=trust_pickle)
+    G = G.eval().requires_grad_(False).to(device)
     if G.img_channels not in (1, 3):
         raise click.ClickException(f'{network_pkl}: videos need a network with 1 or 3 image channels, this one has {G.img_channels}')
     lines_based = render.supports_lines(G.synthesis)
@@ -242,7 +243,7 @@ def generate_video(ctx, network_pkl, seeds, output, grid, num_keyframes, w_frame
         num_frames = options.pop('frames')
         tile = tile or render.auto_tile(1, height, width, G.img_channels)
         with torch.no_grad():
-            ws = G.mapping(cli.seed_latents(G, seeds, device), cli.class_labels(G, class_idx, 1, device), truncation_psi=truncation_psi)
+            ws = G.mapping(cli.seed_latents(G, seeds, device), cli.class_labels(G, class_idx, 1, device, class_names), truncation_psi=truncation_psi)
         frame_iter = zoom_frames(G, ws, width, height, num_frames, tile=tile, precision=precision, **options)
         print(f'Zoom and pan on seed {seeds[0]}, magnification 1 to {options["zoom_to"]:g}: {num_frames} frames of {width}x{height}')
     else:
@@ -256,7 +257,7 @@ def generate_video(ctx, network_pkl, seeds, output, grid, num_keyframes, w_frame
         tile = tile or (render.auto_tile(num_cells, len(lines[0]), len(lines[1]), G.img_channels) if lines_based else None)
         with torch.no_grad():
             z = cli.seed_latents(G, cell_seeds.reshape(-1), device)
-            ws = G.mapping(z, cli.class_labels(G, class_idx, len(z), device), truncation_psi=truncation_psi)
+            ws = G.mapping(z, cli.class_labels(G, class_idx, len(z), device, class_names), truncation_psi=truncation_psi)
         ws = ws.reshape(grid_h, grid_w, cell_seeds.shape[2], *ws.shape[1:])
         render_cells = lambda w: render.render_images(G.synthesis, w, lines, tile=tile, precision=precision, noise_mode=noise_mode)
         frame_iter = interpolation_frames(ws, grid_w, grid_h, w_frames, kind, render_cells)

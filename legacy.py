@@ -40,9 +40,13 @@ from torch_utils import persistence
 
 #----------------------------------------------------------------------------
 
+# The model this repository ships (its card: models/creps-fmnist32.md), the scripts' default --network.
+DEFAULT_NETWORK = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'models', 'creps-fmnist32.safetensors')
+
 NATIVE_MODULES = ('training.networks_creps', 'training.networks_stylegan2', 'training.networks_stylegan3', 'training.augment')
 TRUST_HINT = 'if you trust the file, load it with --trust-pickle (trust=True in Python), which executes the code embedded in it'
 SAFETENSORS_FORMAT = 'creps-networks/1' # The 'format' entry of our safetensors metadata.
+MAX_SAFETENSORS_HEADER = 1 << 30 # Bytes: a longer header is not one of ours.
 
 class NetworkPickleError(Exception):
     """A network pickle that cannot be used; the message is one line naming the source."""
@@ -117,6 +121,34 @@ def network_of(data, key, source):
 def load_network(network, key='G_ema', trust=False):
     """Open `network` (path or URL; pickle or .safetensors) and return its network `key`; NetworkPickleError on failure."""
     return network_of(open_network_pkl(network, trust=trust), key, network)
+
+def load_generator(network, trust=False):
+    """(G_ema, its class names or None) of `network` (path or URL; pickle or .safetensors);
+    NetworkPickleError on failure."""
+    data = open_network_pkl(network, trust=trust)
+    G = network_of(data, 'G_ema', network)
+    return G, class_names_of(data, G)
+
+def class_names_of(data, network):
+    """The snapshot dict's class names, one string per class index of the conditional `network`,
+    or None when it names none (or names that do not fit the network's classes)."""
+    names = data.get('class_names')
+    if isinstance(names, list) and len(names) == getattr(network, 'c_dim', 0) > 0 and all(isinstance(n, str) for n in names):
+        return names
+    return None
+
+def read_class_names(path):
+    """The class names stored in our .safetensors file `path`, read from its header alone (for
+    help texts); None when it names none, or is not such a file."""
+    try:
+        with open(path, 'rb') as f:
+            header_len = struct.unpack('<Q', f.read(8))[0]
+            header = json.loads(f.read(min(header_len, MAX_SAFETENSORS_HEADER)))
+        extras = json.loads(header['__metadata__']['extras'])
+        names = extras['class_names']
+    except (OSError, ValueError, struct.error, KeyError, TypeError):
+        return None
+    return names if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
 
 def export_safetensors(network, path, trust=False):
     """Write the networks of a snapshot to the .safetensors file `path`.
@@ -472,7 +504,7 @@ def _is_safetensors(f):
     pos = f.tell()
     head = f.read(9)
     f.seek(pos)
-    return len(head) == 9 and head[8:9] == b'{' and 2 <= struct.unpack('<Q', head[:8])[0] < 1 << 30
+    return len(head) == 9 and head[8:9] == b'{' and 2 <= struct.unpack('<Q', head[:8])[0] < MAX_SAFETENSORS_HEADER
 
 def _load_safetensors(buffer, source):
     try:
@@ -550,11 +582,24 @@ def cli():
 @cli.command('export')
 @click.option('--network', 'network_pkl', required=True, metavar='PATH|URL', help='Network pickle to export')
 @click.option('--dest', required=True, metavar='FILE', help='The .safetensors file to write')
+@click.option('--keys', metavar='KEY,KEY', help='Keep only these networks, e.g. G_ema for a file that only generates  [default: all]')
+@click.option('--class-names', metavar='A,B,...', help="Names of the generator's class indices 0, 1, ... [default: the snapshot's]")
 @click.option('--trust-pickle', is_flag=True, help='Execute the code embedded in the pickle (only for files you trust)')
-def export_command(network_pkl, dest, trust_pickle):
+def export_command(network_pkl, dest, keys, class_names, trust_pickle):
     """Write the networks of a pickle to a .safetensors file (no pickle needed to load it)."""
     try:
-        export_safetensors(network_pkl, dest, trust=trust_pickle)
+        data = open_network_pkl(network_pkl, trust=trust_pickle, verbose=False)
+        if keys is not None:
+            keep = [key.strip() for key in keys.split(',')]
+            for key in keep:
+                network_of(data, key, network_pkl)
+            data = {key: value for key, value in data.items() if key in keep or not (value is None or isinstance(value, torch.nn.Module))} # Other networks go; extras stay.
+        if class_names is not None:
+            data['class_names'] = [name.strip() for name in class_names.split(',')]
+            generator = data.get('G_ema', data.get('G'))
+            if class_names_of(data, generator) is None:
+                raise click.BadParameter(f'{len(data["class_names"])} names, but the generator has {getattr(generator, "c_dim", 0)} classes', param_hint='--class-names')
+        export_safetensors(data, dest)
     except NetworkPickleError as err:
         raise click.ClickException(str(err))
     except OSError as err: # Network files fail as NetworkPickleError: this is the destination.

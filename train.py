@@ -49,10 +49,11 @@ def dataset_kwargs(data):
     kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=True, max_size=None, xflip=False)
     try:
         dataset = dnnlib.util.construct_class_by_name(**kwargs)
+        kwargs.use_labels = dataset.has_labels # Be explicit about the labels.
+        _ = dataset.class_names                # Checked here, not after the networks are built.
     except (OSError, ValueError) as err:
         raise click.BadParameter(str(err), param_hint='--data')
     kwargs.resolution = dataset.resolution # Be explicit about the resolution.
-    kwargs.use_labels = dataset.has_labels # Be explicit about the labels.
     kwargs.max_size = len(dataset)         # Be explicit about the dataset size.
     return kwargs, dataset.name
 

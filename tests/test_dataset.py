@@ -22,11 +22,12 @@ def png_bytes(img):
     PIL.Image.fromarray(img).save(buf, format='PNG')
     return buf.getvalue()
 
-def write_dataset(path, images, labels=None, names=None):
-    """A dataset in NVIDIA's layout (00000/img00000000.png, dataset.json): a ZIP if `path` ends in .zip, else a folder."""
+def write_dataset(path, images, labels=None, names=None, **metadata):
+    """A dataset in NVIDIA's layout (00000/img00000000.png, dataset.json with `metadata` beside the
+    labels): a ZIP if `path` ends in .zip, else a folder."""
     names = names or [f'{i // 1000:05d}/img{i:08d}.png' for i in range(len(images))]
     files = {name: png_bytes(img) for name, img in zip(names, images)}
-    files['dataset.json'] = json.dumps({'labels': None if labels is None else [[n, l] for n, l in zip(names, labels)]}).encode()
+    files['dataset.json'] = json.dumps(dict(labels=None if labels is None else [[n, l] for n, l in zip(names, labels)], **metadata)).encode()
     if str(path).endswith('.zip'):
         with zipfile.ZipFile(path, 'w', compression=zipfile.ZIP_STORED) as z:
             for name, data in files.items():
@@ -58,13 +59,30 @@ def test_images_and_onehot_labels(tmp_path, kind):
     assert ds.label_shape == [3] and ds.label_dim == 3 and ds.has_labels and ds.has_onehot_labels
     for i in range(5):
         image, label = ds[i]
-        assert image.dtype == np.uint8 and np.array_equal(image, chw(images[i]))
+        assert image.dtype == np.uint8 and np.array_equal(image, chw(images[i])) and image.flags.writeable # torch warns about read-only arrays.
         assert label.dtype == np.float32 and np.array_equal(label, np.eye(3)[[0, 2, 1, 2, 0][i]])
     assert ds.get_details(1).raw_label == 2 and ds.get_details(1).xflip is False
     unlabelled = ImageFolderDataset(path) # use_labels=False
     assert unlabelled.label_shape == [0] and unlabelled.label_dim == 0 and not unlabelled.has_labels
     assert unlabelled[0][1].shape == (0,)
     ds.close()
+
+def test_class_names(tmp_path):
+    images = make_images(3)
+    named = ImageFolderDataset(write_dataset(tmp_path / 'named.zip', images, labels=[0, 2, 1], class_names=['a', 'b', 'c']), use_labels=True)
+    assert named.class_names == ['a', 'b', 'c']
+    assert ImageFolderDataset(str(tmp_path / 'named.zip')).class_names is None # Without labels, nothing to name.
+    assert ImageFolderDataset(write_dataset(tmp_path / 'plain.zip', images, labels=[0, 2, 1]), use_labels=True).class_names is None
+    for names in [['a', 'b'], ['a', 'b', 3], 'abc']:
+        ds = ImageFolderDataset(write_dataset(tmp_path / 'bad.zip', images, labels=[0, 2, 1], class_names=names), use_labels=True)
+        with pytest.raises(DatasetError, match='"class_names" must be a list of 3 strings'):
+            _ = ds.class_names
+    for metadata in [[1, 2], {'class_names': ['a']}]: # dataset.json without "labels" at its top level.
+        (tmp_path / 'odd').mkdir(exist_ok=True)
+        write_dataset(tmp_path / 'odd', images[:1])
+        (tmp_path / 'odd' / 'dataset.json').write_text(json.dumps(metadata))
+        with pytest.raises(DatasetError, match='not a dataset.json with a "labels" entry'):
+            _ = ImageFolderDataset(str(tmp_path / 'odd'), use_labels=True).label_dim
 
 def test_float_labels_grayscale_and_nested_folders(tmp_path):
     images = make_images(3, channels=1)

@@ -187,7 +187,13 @@ def test_labels_from_folders(tmp_path):
     _images, meta = read_zip(tmp_path / 'out.zip')
     assert meta == {'labels': [[n, c] for n, c in zip(names(5), [0, 1, 1, 2, 2])], 'class_names': ['cat', 'dog', 'emu']}
     ds = ImageFolderDataset(str(tmp_path / 'out.zip'), use_labels=True)
-    assert ds.label_dim == 3 and np.array_equal(ds[1][1], [0, 1, 0])
+    assert ds.label_dim == 3 and np.array_equal(ds[1][1], [0, 1, 0]) and ds.class_names == ['cat', 'dog', 'emu']
+    run_ok(['--source', tmp_path / 'out.zip', '--dest', tmp_path / 'again.zip']) # A re-conversion keeps the names.
+    assert read_zip(tmp_path / 'again.zip')[1] == meta
+    run_ok(['--source', src, '--dest', tmp_path / 'two.zip', '--labels-from-folders', '--max-images=3']) # No emu is written:
+    assert read_zip(tmp_path / 'two.zip')[1]['class_names'] == ['cat', 'dog'] # as many names as the labels make classes.
+    assert_clean_error(run(['--source', src, '--dest', tmp_path / 'x.zip', '--labels-from-folders', '--class-names=a,b,c']),
+        '--class-names', '--labels-from-folders')
     save(src / 'top.png', solid(8, 0)) # An image outside any class folder.
     assert_clean_error(run(['--source', src, '--dest', tmp_path / 'bad.zip', '--labels-from-folders']), str(src / 'top.png'))
 
@@ -265,6 +271,21 @@ def test_mnist(tmp_path, compress):
     assert meta == {'labels': [[n, int(c)] for n, c in zip(names(3), labels)]}
     assert_clean_error(run(['--source', source, '--dest', tmp_path / 'x.zip', '--labels-from-folders']), '--labels-from-folders')
     assert_clean_error(run(['--source', tmp_path / f'train-labels-idx1-ubyte{gz}', '--dest', tmp_path / 'x.zip']), 'labels file')
+
+def test_class_names_of_bare_class_indices(tmp_path):
+    write_idx(tmp_path / 'train-images-idx3-ubyte', 2051, noise([3, 28, 28], seed=2), False)
+    write_idx(tmp_path / 'train-labels-idx1-ubyte', 2049, np.array([2, 0, 1]), False)
+    source = tmp_path / 'train-images-idx3-ubyte'
+    result = run_ok(['--source', source, '--dest', tmp_path / 'out.zip', '--class-names=T-shirt/top, Trouser ,Ankle boot'])
+    assert '0=T-shirt/top, 1=Trouser, 2=Ankle boot' in result.stdout
+    assert read_zip(tmp_path / 'out.zip')[1]['class_names'] == ['T-shirt/top', 'Trouser', 'Ankle boot']
+    assert ImageFolderDataset(str(tmp_path / 'out.zip'), use_labels=True).class_names == ['T-shirt/top', 'Trouser', 'Ankle boot']
+    for names, phrase in [('a,b', '2 names for the 3 classes'), ('a,b,c,d', '4 names'), ('a,,c', 'non-empty')]:
+        assert_clean_error(run(['--source', source, '--dest', tmp_path / 'x.zip', f'--class-names={names}']), '--class-names', phrase)
+    unlabelled = tmp_path / 'unlabelled'
+    save(unlabelled / 'a.png', solid(8, 1))
+    assert_clean_error(run(['--source', unlabelled, '--dest', tmp_path / 'x.zip', '--class-names=a']), '--class-names', 'no class labels')
+    assert not (tmp_path / 'x.zip').exists()
 
 def test_mnist_labels_out_of_range(tmp_path):
     write_idx(tmp_path / 'train-images-idx3-ubyte', 2051, noise([2, 28, 28], seed=2), False)

@@ -40,6 +40,8 @@ def pickles(tmp_path_factory):
     return dict(
         uncond=write_pickle(root / 'g.pkl', {'G_ema': make_generator()}),
         cond=write_pickle(root / 'cond.pkl', {'G_ema': make_generator(c_dim=3)}),
+        named=write_pickle(root / 'named.pkl', {'G_ema': make_generator(c_dim=3), 'class_names': ['cat', 'Dog', 'sea lion']}),
+        misnamed=write_pickle(root / 'misnamed.pkl', {'G_ema': make_generator(c_dim=3), 'class_names': ['cat', 'dog']}),
         gray=write_pickle(root / 'gray.pkl', {'G_ema': make_generator(img_channels=1)}),
         no_g_ema=write_pickle(root / 'no_g_ema.pkl', {'G': make_generator(), 'D': None}),
         not_dict=write_pickle(root / 'list.pkl', [1, 2, 3]),
@@ -164,6 +166,20 @@ def test_bad_class(pickles, tmp_path):
     assert_clean_error(run(['--network', pickles['uncond'], '--seeds=0', '--class=1', '--outdir', tmp_path]), '--class', 'unconditional')
     assert_clean_error(run(['--network', pickles['cond'], '--seeds=0', '--outdir', tmp_path]), '--class', 'conditional')
     assert_clean_error(run(['--network', pickles['cond'], '--seeds=0', '--class=3', '--outdir', tmp_path]), '--class', 'out of range')
+
+def test_class_by_name(pickles, tmp_path):
+    run_ok(['--network', pickles['named'], '--seeds=0', '--class=1', '--outdir', tmp_path / 'index'])
+    run_ok(['--network', pickles['named'], '--seeds=0', '--class=dog', '--outdir', tmp_path / 'name'])
+    run_ok(['--network', pickles['named'], '--seeds=0', '--class=Sea-Lion', '--outdir', tmp_path / 'other'])
+    assert np.array_equal(load(tmp_path / 'index' / 'seed0000.png'), load(tmp_path / 'name' / 'seed0000.png'))
+    assert not np.array_equal(load(tmp_path / 'name' / 'seed0000.png'), load(tmp_path / 'other' / 'seed0000.png'))
+    listed = '0=cat, 1=Dog, 2=sea lion'
+    assert_clean_error(run(['--network', pickles['named'], '--seeds=0', '--class=emu', '--outdir', tmp_path]), '--class', "'emu'", listed)
+    assert_clean_error(run(['--network', pickles['named'], '--seeds=0', '--outdir', tmp_path]), '--class', listed)
+    assert_clean_error(run(['--network', pickles['named'], '--seeds=0', '--class=3', '--outdir', tmp_path]), 'out of range', listed)
+    # Names that do not fit the network's classes are not used.
+    assert_clean_error(run(['--network', pickles['misnamed'], '--seeds=0', '--class=cat', '--outdir', tmp_path]), '--class', 'names no class')
+    assert_clean_error(run(['--network', pickles['cond'], '--seeds=0', '--class=-1', '--outdir', tmp_path]), '--class', '0 to 2')
 
 @pytest.mark.parametrize('option, phrase', [
     ('--seeds=a,b', '--seeds'), ('--seeds=5-2', '--seeds'), ('--seeds=', '--seeds'), ('--seeds=-3', '--seeds'),

@@ -16,7 +16,7 @@ from training.augment import AugmentPipe
 from training.networks_creps import Generator
 from training.networks_stylegan2 import Discriminator
 
-from clitest import invoke_ok
+from clitest import assert_clean_error, invoke, invoke_ok
 
 #----------------------------------------------------------------------------
 # Snapshots as the training loop writes them, and ways to tamper with them.
@@ -268,5 +268,18 @@ def test_export_command(snapshot_bytes, tmp_path):
     pkl.write_bytes(snapshot_bytes)
     invoke_ok(legacy.cli, ['export', f'--network={pkl}', f'--dest={tmp_path / "out.safetensors"}'])
     assert type(legacy.load_network(str(tmp_path / 'out.safetensors'))) is Generator
+
+    # Only the generator, with class names: what a model made for generating ships.
+    small = tmp_path / 'g_ema.safetensors'
+    invoke_ok(legacy.cli, ['export', f'--network={pkl}', f'--dest={small}', '--keys=G_ema', '--class-names=cat, dog,emu'])
+    data = legacy.load_network_pkl(open(small, 'rb'))
+    assert sorted(data) == ['G_ema', 'class_names', 'training_set_kwargs'] and small.stat().st_size < 0.5 * (tmp_path / 'out.safetensors').stat().st_size
+    G, class_names = legacy.load_generator(str(small))
+    assert type(G) is Generator and class_names == ['cat', 'dog', 'emu'] == legacy.read_class_names(small)
+    assert legacy.load_generator(str(tmp_path / 'out.safetensors'))[1] is None and legacy.read_class_names(tmp_path / 'out.safetensors') is None
+    assert legacy.read_class_names(pkl) is None and legacy.read_class_names(tmp_path / 'missing') is None
+    for args, phrase in [(['--keys=G_ema,H'], "no 'H' network"), (['--class-names=a,b'], '2 names, but the generator has 3 classes')]:
+        assert_clean_error(invoke(legacy.cli, ['export', f'--network={pkl}', f'--dest={tmp_path / "x.safetensors"}', *args]), phrase)
+    assert not (tmp_path / 'x.safetensors').exists()
 
 #----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 
 import numpy as np
 import PIL.Image
@@ -114,6 +115,27 @@ def test_short_run_writes_every_artifact(dataset, tmp_path):
         '--seeds=0-1', '--scale=4', f'--outdir={out}', '--device=cpu'], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert PIL.Image.open(out / 'seed0000.png').size == (64, 64)
+
+def test_conditional_run_keeps_the_class_names(dataset, tmp_path):
+    """The class names of the dataset travel in the snapshots, so that gen_images.py takes --class by name."""
+    images = tmp_path / 'images'
+    with zipfile.ZipFile(dataset) as z:
+        for i, name in enumerate(sorted(n for n in z.namelist() if n.endswith('.png'))[:8]):
+            (images / ['circles', 'waves'][i % 2]).mkdir(parents=True, exist_ok=True)
+            (images / ['circles', 'waves'][i % 2] / f'{i}.png').write_bytes(z.read(name))
+    labelled = tmp_path / 'labelled.zip'
+    result = subprocess.run([sys.executable, os.path.join(REPO, 'dataset_tool.py'), f'--source={images}', f'--dest={labelled}',
+        '--labels-from-folders'], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    result = train(tmp_path / 'runs', f'--data={labelled}', '--cond=1', '--gpus=1', '--batch=4', '--kimg=0.004', '--workers=0')
+    assert result.returncode == 0, result.stderr[-3000:]
+    snapshot = sorted(glob.glob(os.path.join(only_run_dir(tmp_path / 'runs'), 'network-snapshot-*.pkl')))[-1]
+    G, class_names = legacy.load_generator(snapshot)
+    assert G.c_dim == 2 and class_names == ['circles', 'waves']
+    result = subprocess.run([sys.executable, os.path.join(REPO, 'gen_images.py'), f'--network={snapshot}', '--seeds=0',
+        '--class=Waves', f'--outdir={tmp_path / "out"}', '--device=cpu'], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / 'out' / 'seed0000.png').is_file()
 
 @pytest.mark.numerics
 def test_resume_after_sigkill_is_bitwise_exact(dataset, tmp_path):

@@ -6,11 +6,14 @@ naming the option, never a traceback.
 
 import contextlib
 import math
+import os
 import re
 
 import click
 import numpy as np
 import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) # For paths in help texts.
 
 #----------------------------------------------------------------------------
 
@@ -111,21 +114,54 @@ def seed_latents(G, seeds, device):
     z = np.stack([np.random.RandomState(seed).randn(G.z_dim) for seed in seeds])
     return torch.from_numpy(z).to(device=device, dtype=torch.float32)
 
-def class_labels(G, class_idx, batch_size, device):
-    """One-hot labels [batch_size, c_dim] for --class, checked against the network's conditioning."""
+def describe_classes(c_dim, class_names):
+    """'0=T-shirt/top, 1=Trouser, ...' for error messages, or '0 to 9' without names."""
+    if class_names is None:
+        return f'0 to {c_dim - 1}'
+    return ', '.join(f'{i}={name}' for i, name in enumerate(class_names))
+
+def _name_key(name):
+    """What --class compares: letters and digits, lower case ('Ankle boot' = 'ankle-boot' = 'ankleboot')."""
+    return re.sub(r'[^0-9a-z]', '', name.lower())
+
+def class_index(value, c_dim, class_names=None):
+    """--class `value` (an index, or a name of `class_names`) as an index in [0, c_dim)."""
+    value = value.strip()
+    if re.fullmatch(r'\d+', value):
+        index = int(value)
+        if index >= c_dim:
+            raise click.BadParameter(f'class {index} is out of range: the network has classes {describe_classes(c_dim, class_names)}', param_hint='--class')
+        return index
+    matches = [i for i, name in enumerate(class_names or []) if _name_key(name) == _name_key(value)]
+    if len(matches) != 1:
+        what = 'names no class' if class_names is None else 'is not the name of one class'
+        raise click.BadParameter(f'{value!r} is not a class index, and the network {what}; its classes: {describe_classes(c_dim, class_names)}', param_hint='--class')
+    return matches[0]
+
+def class_labels(G, value, batch_size, device, class_names=None):
+    """One-hot labels [batch_size, c_dim] for --class `value` (index or name, None if not given),
+    checked against the network's conditioning."""
     c = torch.zeros([batch_size, G.c_dim], device=device)
     if G.c_dim == 0:
-        if class_idx is not None:
+        if value is not None:
             raise click.BadParameter('the network is unconditional; remove --class', param_hint='--class')
         return c
-    if class_idx is None:
-        raise click.BadParameter(f'the network is conditional: choose a class with --class (0 to {G.c_dim - 1})', param_hint='--class')
-    if class_idx >= G.c_dim:
-        raise click.BadParameter(f'class {class_idx} is out of range: the network has classes 0 to {G.c_dim - 1}', param_hint='--class')
-    c[:, class_idx] = 1
+    if value is None:
+        raise click.BadParameter(f'the network is conditional: choose a class with --class ({describe_classes(G.c_dim, class_names)})', param_hint='--class')
+    c[:, class_index(str(value), G.c_dim, class_names)] = 1
     return c
 
 #----------------------------------------------------------------------------
+
+def network_option(default):
+    """--network, defaulting to the shipped model `default` (legacy.DEFAULT_NETWORK)."""
+    return click.option('--network', 'network_pkl', metavar='PATH|URL', default=default,
+        help=f'Network pickle or .safetensors file, or URL  [default: the shipped Fashion-MNIST model, {os.path.relpath(default, REPO)}]')
+
+def class_option(default_names):
+    """--class, its help listing the class names `default_names` of the default network."""
+    names = f'; the shipped model\'s: {describe_classes(len(default_names), default_names)}' if default_names else ''
+    return click.option('--class', 'class_idx', metavar='INDEX|NAME', help=f'Class of a conditional network, by index or name{names}')
 
 # Network pickles load without executing anything from the file (legacy.py); this opts in to NVIDIA's behaviour.
 trust_pickle_option = click.option('--trust-pickle', is_flag=True,

@@ -147,8 +147,9 @@ def read_image(file, channels=None):
 class Dataset(torch.utils.data.Dataset):
     """Images and labels indexed 0..len-1, with optional subsetting (max_size) and x-flips.
 
-    Subclasses implement `_load_raw_image(raw_idx)` -> uint8 [C, H, W] and
-    `_load_raw_labels()` -> int64 [N] (class indices) or float32 [N, D], or None.
+    Subclasses implement `_load_raw_image(raw_idx)` -> uint8 [C, H, W],
+    `_load_raw_labels()` -> int64 [N] (class indices) or float32 [N, D], or None,
+    and optionally `_load_class_names()` -> a name per class index, or None.
     """
 
     def __init__(self,
@@ -197,6 +198,9 @@ class Dataset(torch.utils.data.Dataset):
     def _load_raw_labels(self): # int64 [N], float32 [N, D] or None; subclasses override.
         raise NotImplementedError
 
+    def _load_class_names(self): # List of str, one per class index, or None; subclasses override.
+        return None
+
     def _describe_raw(self, raw_idx): # Where an image comes from, for error messages.
         return f'image {raw_idx} of dataset {self._name}'
 
@@ -221,7 +225,8 @@ class Dataset(torch.utils.data.Dataset):
                 f'{"x".join(map(str, self.image_shape))} (uint8 CxHxW); make the images uniform with dataset_tool.py')
         if self._xflip[idx]:
             image = image[:, :, ::-1]
-        return np.ascontiguousarray(image), self.get_label(idx)
+        # Writable: Pillow's arrays are read-only views, which torch's collation warns about.
+        return np.require(image, requirements=['C', 'W']), self.get_label(idx)
 
     def get_label(self, idx):
         label = self._get_raw_labels()[self._raw_idx[idx]]
@@ -279,6 +284,17 @@ class Dataset(torch.utils.data.Dataset):
     @property
     def has_onehot_labels(self):
         return self._get_raw_labels().dtype == np.int64
+
+    @property
+    def class_names(self):
+        """The name of each class index (label_dim of them), or None: without class labels,
+        or when the dataset names no classes."""
+        if not (self.has_labels and self.has_onehot_labels):
+            return None
+        names = self._load_class_names()
+        if names is not None and (not isinstance(names, list) or len(names) != self.label_dim or not all(isinstance(n, str) for n in names)):
+            raise DatasetError(f'dataset {self._name}: "class_names" must be a list of {self.label_dim} strings, one per class index')
+        return names
 
 #----------------------------------------------------------------------------
 
@@ -363,16 +379,31 @@ class ImageFolderDataset(Dataset):
             raise DatasetError(f'{self._describe_raw(raw_idx)}: cannot read the image: {msg}') from err
         return image.transpose(2, 0, 1) # HWC => CHW
 
-    def _load_raw_labels(self):
+    def _read_metadata(self):
+        """dataset.json as a dict (checked to have "labels"), or None if there is none."""
         fname = 'dataset.json'
         if fname not in self._all_fnames:
             return None
         where = os.path.join(self._path, fname)
         try:
             with self._open_file(fname) as f:
-                labels = json.load(f)['labels']
-        except (OSError, ValueError, KeyError, TypeError, RecursionError) as err: # RecursionError: nesting too deep for json.
+                metadata = json.load(f)
+        except (OSError, ValueError, RecursionError) as err: # RecursionError: nesting too deep for json.
             raise DatasetError(f'{where}: not a dataset.json with a "labels" entry ({type(err).__name__}: {err})') from err
+        if not isinstance(metadata, dict) or 'labels' not in metadata:
+            raise DatasetError(f'{where}: not a dataset.json with a "labels" entry (its top level is a {type(metadata).__name__}'
+                + (' without "labels")' if isinstance(metadata, dict) else ')'))
+        return metadata
+
+    def _load_class_names(self):
+        return (self._read_metadata() or {}).get('class_names')
+
+    def _load_raw_labels(self):
+        metadata = self._read_metadata()
+        if metadata is None:
+            return None
+        where = os.path.join(self._path, 'dataset.json')
+        labels = metadata['labels']
         if labels is None:
             return None
         try:

@@ -319,6 +319,7 @@ def training_loop(
     # Networks.
     if is_main:
         print('Constructing networks...')
+    class_names = training_set.class_names # Read (and checked) once, before any training.
     common_kwargs = dict(c_dim=training_set.label_dim, img_resolution=training_set.resolution, img_channels=training_set.num_channels)
     G = dnnlib.util.construct_class_by_name(**G_kwargs, **common_kwargs).train().requires_grad_(False).to(device)
     D = dnnlib.util.construct_class_by_name(**D_kwargs, **common_kwargs).train().requires_grad_(False).to(device)
@@ -519,6 +520,8 @@ def training_loop(
             all_rank_states = distributed.all_gather_objects(rank_state)
             if is_main:
                 snapshot = dict(training_set_kwargs=dict(training_set_kwargs))
+                if class_names is not None: # For --class by name in gen_images.py and gen_video.py.
+                    snapshot['class_names'] = class_names
                 for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe)]:
                     snapshot[name] = None if module is None else copy.deepcopy(module).cpu().eval().requires_grad_(False)
                 with dnnlib.util.atomic_write(snapshot_pkl) as f:
