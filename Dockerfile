@@ -22,9 +22,10 @@ ENV DEBIAN_FRONTEND=noninteractive \
 
 # C++ compiler and make for the just-in-time builds (nvcc needs a host
 # compiler as well). ninja itself comes from requirements.txt (pip's ninja,
-# which torch.utils.cpp_extension finds on PATH).
+# which torch.utils.cpp_extension finds on PATH). npm installs the browser
+# side of viewer.py (OpenSeadragon, web/package.json).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential \
+    && apt-get install -y --no-install-recommends build-essential nodejs npm \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /workspace/creps
@@ -49,6 +50,9 @@ RUN python -c "import torch; assert torch.version.cuda, 'the base image has no C
     && python -c "import imageio_ffmpeg; print('ffmpeg', imageio_ffmpeg.get_ffmpeg_exe())" \
     && ninja --version \
     && rm /tmp/requirements-no-torch.txt /tmp/constraints.txt
+
+COPY web/package.json web/package-lock.json ./web/
+RUN npm ci --prefix web --no-audit --no-fund
 
 # Caches that any user may write to, so that `docker run --user $(id -u):$(id -g)`
 # works: built custom ops (TORCH_EXTENSIONS_DIR; torch's default is under the

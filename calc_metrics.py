@@ -142,7 +142,7 @@ def subprocess_fn(rank, init_method, args):
 #----------------------------------------------------------------------------
 
 @click.command()
-@click.option('--network', 'network_pkl', help='Network pickle filename or URL', metavar='PATH|URL', required=True)
+@cli.network_option(legacy.DEFAULT_NETWORK)
 @click.option('--metrics', help='Quality metrics, comma-separated', metavar='[NAME|A,B,C]', type=MetricList(), default='fid50k_full', show_default=True)
 @click.option('--data', help='Dataset to evaluate against  [default: look up from the snapshot]', metavar='[ZIP|DIR]')
 @click.option('--mirror', help='Enable dataset x-flips  [default: look up]', type=bool, metavar='BOOL')
@@ -151,7 +151,7 @@ def subprocess_fn(rank, init_method, args):
 @click.option('--verbose', help='Print progress to stderr', type=bool, default=True, metavar='BOOL', show_default=True)
 @click.option('--inception', help='Inception detector (FID, KID, IS)  [default: NVIDIA\'s, or $CREPS_INCEPTION]', metavar='PATH|URL|fid-helper')
 @click.option('--vgg16', help='VGG16 detector (PR, PPL)  [default: NVIDIA\'s, or $CREPS_VGG16]', metavar='PATH|URL')
-@click.option('--run-dir', help='Folder for metric-<name>.jsonl  [default: the folder of a local --network]', metavar='DIR')
+@click.option('--run-dir', help='Folder for metric-<name>.jsonl  [default: the folder of a local --network, but the shipped model\'s]', metavar='DIR')
 @cli.trust_pickle_option
 def calc_metrics(network_pkl, metrics, data, mirror, gpus, device, verbose, inception, vgg16, run_dir, trust_pickle):
     """Calculate quality metrics of a training snapshot or a network pickle.
@@ -162,6 +162,10 @@ def calc_metrics(network_pkl, metrics, data, mirror, gpus, device, verbose, ince
     # A training snapshot: dataset looked up, results appended to metric-*.jsonl in its run folder.
     python calc_metrics.py --metrics=fid50k_full,kid50k_full \\
         --network=~/training-runs/00000-creps-ffhq-256x256/network-snapshot-000000.pkl
+
+    \b
+    # The shipped Fashion-MNIST model against the dataset it was trained on (see models/creps-fmnist32.md).
+    python calc_metrics.py --metrics=fid10k,kid10k --data=fmnist32.zip --inception=fid-helper --device=cpu
 
     \b
     # Any pickle against a given dataset, on a CPU without internet access.
@@ -192,10 +196,13 @@ def calc_metrics(network_pkl, metrics, data, mirror, gpus, device, verbose, ince
       fid50k_full_x2, fid50k_full_x4   FID of 2x (4x) renders against the full dataset.
       fid1k_full, kid1k_full, pr1k3_full, sc1k_x2, sc1k_x4, fid1k_full_x2
                                        The same with 1000 generated images, for CPUs.
+      fid10k, kid10k                   10000 generated images against a fixed random
+                                       sample of 10000 of the dataset, for CPUs.
 
     \b
     Each result is printed to stdout as one JSON line and appended to
-    metric-<name>.jsonl in --run-dir (default: the folder of a local --network).
+    metric-<name>.jsonl in --run-dir (default: the folder of a local --network other
+    than the shipped model).
     Detectors are downloaded once into ~/.cache/dnnlib (or $DNNLIB_CACHE_DIR).
     Offline, point --inception/--vgg16 (or $CREPS_INCEPTION/$CREPS_VGG16) at
     local copies; --inception=fid-helper uses the Inception port of the
@@ -244,7 +251,7 @@ def calc_metrics(network_pkl, metrics, data, mirror, gpus, device, verbose, ince
             os.makedirs(run_dir, exist_ok=True)
         except OSError as err:
             raise click.BadParameter(f'cannot create folder {run_dir!r}: {err.strerror}', param_hint='--run-dir')
-    elif local_path(network_pkl) is not None:
+    elif local_path(network_pkl) is not None and os.path.abspath(network_pkl) != legacy.DEFAULT_NETWORK: # The repository is no run folder.
         args.run_dir = os.path.dirname(os.path.abspath(local_path(network_pkl)))
 
     # The detector overrides reach every process through the environment; restored afterwards.
