@@ -28,6 +28,7 @@ import itertools
 import math
 import os
 import re
+import time
 
 import aiohttp.web
 import click
@@ -167,6 +168,7 @@ class TileRenderer:
         self.cache = LRUCache(cache_bytes)
         self.pending = collections.OrderedDict() # key -> Pending, oldest first.
         self.stats = collections.Counter()       # rendered, dropped, batches, cache_hits.
+        self.latencies = collections.deque(maxlen=10000) # Seconds from request to PNG, of the tiles not in the cache.
         self._ws = collections.OrderedDict()     # (seed, class, psi) -> ws, a few recent ones.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='tiles')
         self._wake = asyncio.Event()
@@ -194,10 +196,13 @@ class TileRenderer:
             entry = self.pending[key] = Pending(asyncio.get_running_loop().create_future())
             self._wake.set()
         entry.waiters += 1
+        start = time.perf_counter()
         try:
-            return await asyncio.shield(entry.future)
+            png = await asyncio.shield(entry.future)
         finally:
             entry.waiters -= 1
+        self.latencies.append(time.perf_counter() - start)
+        return png
 
     def _next_batch(self):
         """The oldest queued tile that someone still waits for, with the queued tiles of
@@ -384,8 +389,11 @@ class Viewer:
         return aiohttp.web.json_response(self.info())
 
     async def handle_stats(self, _request):
+        latencies = sorted(self.renderer.latencies)
+        percentile = lambda q: round(latencies[min(int(q * len(latencies)), len(latencies) - 1)], 4) if latencies else None
         return aiohttp.web.json_response(dict(self.renderer.stats, pending=len(self.renderer.pending),
-            cached_tiles=len(self.renderer.cache), cached_bytes=self.renderer.cache.bytes))
+            cached_tiles=len(self.renderer.cache), cached_bytes=self.renderer.cache.bytes,
+            latency_median_s=percentile(0.5), latency_p95_s=percentile(0.95), latency_count=len(latencies)))
 
 #----------------------------------------------------------------------------
 
