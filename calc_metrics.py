@@ -144,14 +144,14 @@ def subprocess_fn(rank, init_method, args):
 @click.command()
 @cli.network_option(legacy.DEFAULT_NETWORK)
 @click.option('--metrics', help='Quality metrics, comma-separated', metavar='[NAME|A,B,C]', type=MetricList(), default='fid50k_full', show_default=True)
-@click.option('--data', help='Dataset to evaluate against  [default: look up from the snapshot]', metavar='[ZIP|DIR]')
+@click.option('--data', help='Dataset to evaluate against  [default: look up from the snapshot]', metavar='[ZIP|DIR]', callback=cli.expand_path)
 @click.option('--mirror', help='Enable dataset x-flips  [default: look up]', type=bool, metavar='BOOL')
 @click.option('--gpus', help='Number of processes (one per GPU, or CPU processes)', type=click.IntRange(min=1), default=1, metavar='INT', show_default=True)
 @click.option('--device', help='Torch device (each process takes its own GPU under --gpus)', default=cli.default_device(), show_default=True)
 @click.option('--verbose', help='Print progress to stderr', type=bool, default=True, metavar='BOOL', show_default=True)
-@click.option('--inception', help='Inception detector (FID, KID, IS)  [default: NVIDIA\'s, or $CREPS_INCEPTION]', metavar='PATH|URL|fid-helper')
-@click.option('--vgg16', help='VGG16 detector (PR, PPL)  [default: NVIDIA\'s, or $CREPS_VGG16]', metavar='PATH|URL')
-@click.option('--run-dir', help='Folder for metric-<name>.jsonl  [default: the folder of a local --network, but the shipped model\'s]', metavar='DIR')
+@click.option('--inception', help='Inception detector (FID, KID, IS)  [default: NVIDIA\'s, or $CREPS_INCEPTION]', metavar='PATH|URL|fid-helper', callback=cli.expand_path)
+@click.option('--vgg16', help='VGG16 detector (PR, PPL)  [default: NVIDIA\'s, or $CREPS_VGG16]', metavar='PATH|URL', callback=cli.expand_path)
+@click.option('--run-dir', help='Folder for metric-<name>.jsonl  [default: the folder of a local --network, but the shipped model\'s]', metavar='DIR', callback=cli.expand_path)
 @cli.trust_pickle_option
 def calc_metrics(network_pkl, metrics, data, mirror, gpus, device, verbose, inception, vgg16, run_dir, trust_pickle):
     """Calculate quality metrics of a training snapshot or a network pickle.

@@ -623,8 +623,8 @@ def write(src, dest, is_zip, fn, shape, limit, skipped, workers):
 #----------------------------------------------------------------------------
 
 @click.command()
-@click.option('--source', help='Folder or ZIP of images, cifar-10-python.tar.gz, or MNIST train-images-idx3-ubyte[.gz] (or its folder)', metavar='PATH', required=True)
-@click.option('--dest', help='Output ZIP (*.zip) or folder', metavar='PATH', required=True)
+@click.option('--source', help='Folder or ZIP of images, cifar-10-python.tar.gz, or MNIST train-images-idx3-ubyte[.gz] (or its folder)', metavar='PATH', required=True, callback=cli.expand_path)
+@click.option('--dest', help='Output ZIP (*.zip) or folder', metavar='PATH', required=True, callback=cli.expand_path)
 @click.option('--max-images', type=click.IntRange(min=1), help='Write at most this many images')
 @click.option('--transform', type=click.Choice(TRANSFORMS), help='Crop before resizing (needs --resolution)')
 @click.option('--resolution', type=cli.Size(), help='Output size WxH: images are resized (Lanczos) or cropped and resized')

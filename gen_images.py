@@ -75,7 +75,7 @@ def apply_translate_rotate(G, translate, rotate, viewport):
 @click.option('--batch', 'batch_size', type=click.IntRange(min=1), help='Images rendered at once', default=1, show_default=True)
 @click.option('--precision', type=click.Choice(PRECISIONS), help='Compute precision [default: fp16 mixed on CUDA, fp32 on CPU]')
 @click.option('--device', help='Torch device', default=cli.default_device(), show_default=True)
-@click.option('--outdir', help='Where to save the output images', metavar='DIR', required=True)
+@click.option('--outdir', help='Where to save the output images', metavar='DIR', required=True, callback=cli.expand_path)
 @cli.trust_pickle_option
 def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, scale, size, viewport, translate, rotate, tile, batch_size, precision, device, outdir, trust_pickle):
     """Generate images using a pretrained network pickle.

@@ -184,7 +184,7 @@ def chosen_mode(given):
 @click.command()
 @cli.network_option(legacy.DEFAULT_NETWORK)
 @click.option('--seeds', type=cli.IntRange(), help="Random seeds, e.g. '0-7' (interpolation: the keyframes of every cell; zoom: one seed)", required=True)
-@click.option('--output', help='Output video file', metavar='FILE.mp4', required=True)
+@click.option('--output', help='Output video file', metavar='FILE.mp4', required=True, callback=cli.expand_path)
 @click.option('--grid', type=cli.Size('a grid', '3x2 (columns x rows)', 'CxR'), help='Interpolation: grid of columns x rows  [default: 1x1]')
 @click.option('--num-keyframes', type=click.IntRange(min=1), help='Interpolation: keyframes per cell  [default: seeds / cells]')
 @click.option('--w-frames', type=click.IntRange(min=1), help='Interpolation: frames from one keyframe to the next  [default: 120]')

@@ -36,6 +36,7 @@ import torch
 
 import dnnlib
 from dnnlib import safe_numpy
+from torch_utils.cli import expand_path
 from torch_utils import persistence
 
 #----------------------------------------------------------------------------
@@ -580,8 +581,8 @@ def cli():
     """Network pickle tools."""
 
 @cli.command('export')
-@click.option('--network', 'network_pkl', required=True, metavar='PATH|URL', help='Network pickle to export')
-@click.option('--dest', required=True, metavar='FILE', help='The .safetensors file to write')
+@click.option('--network', 'network_pkl', required=True, metavar='PATH|URL', help='Network pickle to export', callback=expand_path)
+@click.option('--dest', required=True, metavar='FILE', help='The .safetensors file to write', callback=expand_path)
 @click.option('--keys', metavar='KEY,KEY', help='Keep only these networks, e.g. G_ema for a file that only generates  [default: all]')
 @click.option('--class-names', metavar='A,B,...', help="Names of the generator's class indices 0, 1, ... [default: the snapshot's]")
 @click.option('--trust-pickle', is_flag=True, help='Execute the code embedded in the pickle (only for files you trust)')

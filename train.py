@@ -147,9 +147,9 @@ def launch_training(c, desc, outdir, dry_run):
 
 @click.command()
 # Required.
-@click.option('--outdir', help='Where to make the run folder', metavar='DIR', required=True)
+@click.option('--outdir', help='Where to make the run folder', metavar='DIR', required=True, callback=cli.expand_path)
 @click.option('--cfg', help='Base configuration', type=click.Choice(list(GENERATOR_CLASSES)), required=True)
-@click.option('--data', help='Training data (a dataset_tool.py ZIP or folder)', metavar='[ZIP|DIR]', type=str, required=True)
+@click.option('--data', help='Training data (a dataset_tool.py ZIP or folder)', metavar='[ZIP|DIR]', type=str, required=True, callback=cli.expand_path)
 @click.option('--gpus', help='Number of processes (one per GPU, or CPU processes)', metavar='INT', type=click.IntRange(min=1), required=True)
 @click.option('--batch', help='Total batch size', metavar='INT', type=click.IntRange(min=1), required=True)
 @click.option('--gamma', help='R1 regularization weight', metavar='FLOAT', type=click.FloatRange(min=0), required=True)
@@ -157,7 +157,7 @@ def launch_training(c, desc, outdir, dry_run):
 @click.option('--cond', help='Train a conditional model', metavar='BOOL', type=bool, default=False, show_default=True)
 @click.option('--mirror', help='Enable dataset x-flips', metavar='BOOL', type=bool, default=False, show_default=True)
 @click.option('--aug', help='Augmentation mode', type=click.Choice(['noaug', 'ada', 'fixed']), default='ada', show_default=True)
-@click.option('--resume', help='Network pickle (fine-tune) or training state / run folder (continue exactly)', metavar='[PATH|URL|DIR]', type=str)
+@click.option('--resume', help='Network pickle (fine-tune) or training state / run folder (continue exactly)', metavar='[PATH|URL|DIR]', type=str, callback=cli.expand_path)
 @cli.trust_pickle_option
 @click.option('--freezed', help='Freeze the first layers of D', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
 # Hyperparameters.

@@ -76,6 +76,14 @@ class FloatTuple(click.ParamType):
 
 #----------------------------------------------------------------------------
 
+def expand_path(_ctx, _param, value):
+    """Click callback of path options: `~`, `~user` and $VARIABLES expanded, as a shell would
+    have done had the path not followed '=' (--dest=~/x.zip reaches the script unexpanded).
+    URLs are left as they are."""
+    if value is None or '://' in value:
+        return value
+    return os.path.expanduser(os.path.expandvars(value))
+
 def default_device():
     """'cuda' when a GPU is available, else 'cpu'."""
     return 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -155,7 +163,7 @@ def class_labels(G, value, batch_size, device, class_names=None):
 
 def network_option(default):
     """--network, defaulting to the shipped model `default` (legacy.DEFAULT_NETWORK)."""
-    return click.option('--network', 'network_pkl', metavar='PATH|URL', default=default,
+    return click.option('--network', 'network_pkl', metavar='PATH|URL', default=default, callback=expand_path,
         help=f'Network pickle or .safetensors file, or URL  [default: the shipped Fashion-MNIST model, {os.path.relpath(default, REPO)}]')
 
 def class_option(default_names):
