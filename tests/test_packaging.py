@@ -363,6 +363,14 @@ def test_readme_first_two_commands():
     ci = command_lines(read('.ci/run'))
     assert setup_test[0] in ci, '.ci/run must run exactly the README test command'
 
+def test_readme_stands_alone():
+    """What README links to is in the repository (a user's clone has nothing beside it)."""
+    readme = read('README.md')
+    assert '../' not in readme
+    for target in re.findall(r'\]\(([^)#\s]+)\)', readme):
+        if '://' not in target:
+            assert os.path.exists(os.path.join(REPO, target)), f'README links {target}, which the repository lacks'
+
 def test_readme_scripts_exist():
     invocations = readme_invocations()
     scripts = {script for script, _, _ in invocations}
