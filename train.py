@@ -197,9 +197,9 @@ def main(**kwargs):
         --gpus=8 --batch=32 --gamma=2 --mirror=1
 
     \b
-    # A tiny CREPS run on the CPU.
-    python train.py --outdir=runs --cfg=creps --data=d.zip --gpus=1 --batch=8 --gamma=1 \\
-        --kimg=1 --tick=1 --snap=1 --cbase=512 --cmax=32 --device=cpu
+    # A short CREPS run on the CPU, offline (no metrics), in the recipe of the shipped model.
+    python train.py --outdir=runs --cfg=creps --data=d.zip --gpus=1 --batch=32 --gamma=0.05 --aug=noaug \\
+        --pl-weight=0 --map-depth=2 --workers=1 --cbase=512 --cmax=32 --kimg=0.128 --tick=0.064 --metrics=none --device=cpu
 
     \b
     # Continue a run exactly where its last checkpoint left it.

@@ -7,9 +7,11 @@ keeps the float arithmetic reproducible.
 """
 
 import glob
+import io
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -115,6 +117,30 @@ def test_short_run_writes_every_artifact(dataset, tmp_path):
         '--seeds=0-1', '--scale=4', f'--outdir={out}', '--device=cpu'], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert PIL.Image.open(out / 'seed0000.png').size == (64, 64)
+
+def test_help_example_for_the_cpu_runs_as_written(dataset, tmp_path):
+    """train.py --help's CPU example, as printed, on a d.zip in the working folder; and progress lines
+    within a tick (here at every step: PROGRESS_INTERVAL patched in the process)."""
+    help_text = subprocess.run([sys.executable, os.path.join(REPO, 'train.py'), '--help'], capture_output=True, text=True).stdout
+    lines = help_text[help_text.index('# A short CREPS run on the CPU'):].splitlines()[1:3]
+    command = ' '.join(line.strip().rstrip('\\') for line in lines).split()
+    assert command[:2] == ['python', 'train.py'] and '--data=d.zip' in command and '--metrics=none' in command
+    images = tmp_path / 'images'
+    images.mkdir()
+    with zipfile.ZipFile(dataset) as z: # 64 images (the batch is 32): the 24 waves and their flips and rotations.
+        pngs = [np.asarray(PIL.Image.open(io.BytesIO(z.read(n)))) for n in sorted(z.namelist()) if n.endswith('.png')]
+    for i in range(64):
+        PIL.Image.fromarray(np.ascontiguousarray(np.rot90(pngs[i % 24], i // 24))).save(images / f'{i}.png')
+    result = subprocess.run([sys.executable, os.path.join(REPO, 'dataset_tool.py'), f'--source={images}', f'--dest={tmp_path / "d.zip"}'],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    code = (f'import sys; sys.path.insert(0, {REPO!r}); from training import training_loop; training_loop.PROGRESS_INTERVAL = 0; '
+        f'sys.argv = ["train.py"] + {command[2:]!r}; import train; train.main()')
+    result = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = open(os.path.join(only_run_dir(tmp_path / 'runs'), 'log.txt')).read()
+    assert 'tick 2' in log and re.search(r'\.\.\. kimg [\d.]+ +sec/kimg [\d.]+ +next tick at kimg [\d.]+ in', log), log[-2000:]
 
 def test_conditional_run_keeps_the_class_names(dataset, tmp_path):
     """The class names of the dataset travel in the snapshots, so that gen_images.py takes --class by name."""

@@ -254,6 +254,17 @@ def _generate_grid(G_ema, grid_z, grid_c, batch_gpu):
 
 #----------------------------------------------------------------------------
 
+PROGRESS_INTERVAL = 60 # Seconds: within a long tick, a progress line at most this often (ticks take minutes on a CPU).
+
+def _within_tick_progress(cur_nimg, tick_start_nimg, tick_start_time, kimg_per_tick, total_nimg):
+    """A line on the way to the next tick: where it is, the rate so far and when the tick ends."""
+    elapsed = time.time() - tick_start_time
+    tick_end_nimg = min(tick_start_nimg + kimg_per_tick * 1000, total_nimg)
+    rate = (cur_nimg - tick_start_nimg) / max(elapsed, 1e-6) # Images per second.
+    eta = (tick_end_nimg - cur_nimg) / max(rate, 1e-6)
+    return (f'  ... kimg {cur_nimg / 1000:<8.1f} sec/kimg {1000 / max(rate, 1e-6):<7.2f} '
+        f'next tick at kimg {tick_end_nimg / 1000:g} in {dnnlib.util.format_time(eta)}')
+
 def training_loop(
     run_dir                 = '.',      # Output folder.
     training_set_kwargs     = {},       # Options for the training set.
@@ -419,6 +430,7 @@ def training_loop(
     nonfinite_runs = {phase.name: torch.zeros([], dtype=torch.int64, device=device) for phase in phases} # In a row, now.
     steps_per_tick = {key: 0 for key in _NETWORK_NAMES}
 
+    last_progress_time = tick_start_time
     while True:
         # Fetch this step's reals, latents and labels.
         real_img, real_c = next(data_iter)
@@ -465,6 +477,9 @@ def training_loop(
             augment_pipe.p.copy_(torch.as_tensor(new_p))
             ada_batches = 0
         if not tick_end:
+            if is_main and time.time() - last_progress_time >= PROGRESS_INTERVAL:
+                print(_within_tick_progress(cur_nimg, tick_start_nimg, tick_start_time, kimg_per_tick, total_nimg))
+                last_progress_time = time.time()
             continue
 
         # Tick: report progress.
@@ -573,7 +588,7 @@ def training_loop(
         # Next tick.
         cur_tick += 1
         tick_start_nimg = cur_nimg
-        tick_start_time = time.time()
+        tick_start_time = last_progress_time = time.time()
         maintenance_time = tick_start_time - tick_end_time
         if done:
             break
