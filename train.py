@@ -51,6 +51,7 @@ def dataset_kwargs(data):
         dataset = dnnlib.util.construct_class_by_name(**kwargs)
         kwargs.use_labels = dataset.has_labels # Be explicit about the labels.
         _ = dataset.class_names                # Checked here, not after the networks are built.
+        dataset.check_images()                 # Before the run folder exists.
     except (OSError, ValueError) as err:
         raise click.BadParameter(str(err), param_hint='--data')
     kwargs.resolution = dataset.resolution # Be explicit about the resolution.

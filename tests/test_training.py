@@ -332,6 +332,16 @@ def test_unreachable_metric_detector_stops_before_training(dataset, tmp_path):
 def test_bad_data_is_one_line(tmp_path):
     result = train(tmp_path / 'runs', f'--data={tmp_path / "missing.zip"}', '--gpus=1', '--batch=4')
     assert result.returncode != 0 and '--data' in result.stderr and 'Traceback' not in result.stderr, result.stderr
+    # Images of two sizes (a ZIP made by hand, not by dataset_tool.py): refused before the run folder exists.
+    with zipfile.ZipFile(tmp_path / 'mixed.zip', 'w') as z:
+        for i in range(8):
+            buf = io.BytesIO()
+            PIL.Image.fromarray(np.full([64 if i == 5 else 32] * 2 + [3], i * 20, dtype=np.uint8)).save(buf, format='PNG')
+            z.writestr(f'img{i}.png', buf.getvalue())
+    result = train(tmp_path / 'runs', f'--data={tmp_path / "mixed.zip"}', '--gpus=1', '--batch=4')
+    assert result.returncode != 0 and 'Traceback' not in result.stderr, result.stderr
+    assert f'{tmp_path / "mixed.zip"}/img5.png: image is 64x64 with 3 channel(s) but the dataset\'s first image is 32x32' in result.stderr
+    assert not (tmp_path / 'runs').exists()
 
 #----------------------------------------------------------------------------
 

@@ -359,6 +359,26 @@ class ImageFolderDataset(Dataset):
     def _describe_raw(self, raw_idx):
         return os.path.join(self._path, self._image_fnames[raw_idx])
 
+    def check_images(self):
+        """Check every image's size and channel count against the first image's, from the file headers
+        (nothing decoded): DatasetError naming the first image that differs, before a run starts, not
+        in a DataLoader worker hours later."""
+        channels, height, width = self.image_shape
+        for raw_idx, fname in enumerate(self._image_fnames):
+            try:
+                with self._open_file(fname) as f, PIL.Image.open(f) as img:
+                    size, mode = img.size, img.mode
+                    if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8): # Turned upright when read.
+                        size = size[::-1]
+            except (OSError, ValueError, SyntaxError, zipfile.BadZipFile, PIL.Image.DecompressionBombError) as err:
+                msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise DatasetError(f'{self._describe_raw(raw_idx)}: cannot read the image: {msg}') from err
+            got = 1 if is_grayscale_mode(mode) else 3
+            if size != (width, height) or got != channels:
+                raise DatasetError(f'{self._describe_raw(raw_idx)}: image is {size[0]}x{size[1]} with {got} channel(s) but the dataset\'s '
+                    f'first image is {width}x{height} with {channels}; make the images uniform with dataset_tool.py')
+        self.close() # Worker processes forked from this one must not share the ZIP handle.
+
     def close(self):
         try:
             if self._zipfile is not None and self._zipfile_pid == os.getpid():
