@@ -101,8 +101,9 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, s
 
     lines, num_tiles = None, 1
     if render.supports_lines(G.synthesis):
+        width, height = render.viewport_size(G.img_resolution, viewport or (0, 1, 0, 1), scale=scale, size=size)
+        cli.check_output_memory(f'--scale={scale:g}' if size is None else f'--size={size[0]}x{size[1]}', min(batch_size, len(seeds)), height, width, G.img_channels)
         lines = render.lines_for_viewport(G.img_resolution, viewport or (0, 1, 0, 1), scale=scale, size=size)
-        height, width = len(lines[0]), len(lines[1])
         tile = tile or render.auto_tile(batch_size, height, width, G.img_channels)
         num_tiles = len(list(render.tiles(height, width, tile)))
         print(f'Rendering {width}x{height} pixels' + (f' in {num_tiles} tiles of {tile}x{tile}' if num_tiles > 1 else ''))

@@ -199,6 +199,13 @@ def test_bad_options(pickles, tmp_path, option, phrase):
     assert_clean_error(run(args), phrase)
     assert not (tmp_path / 'out').exists()
 
+def test_outputs_larger_than_memory_are_refused_before_rendering(pickles, tmp_path):
+    assert_clean_error(run(['--network', pickles['uncond'], '--seeds=0', '--scale=100000', '--outdir', tmp_path / 'o']),
+        '--scale=100000', '3200000x3200000 pixels need 27.94 TiB of memory', 'available')
+    assert_clean_error(run(['--network', pickles['uncond'], '--seeds=0-3', '--batch=4', '--size=200000x200000', '--outdir', tmp_path / 'o']),
+        '--size=200000x200000', '4 image(s)')
+    assert not (tmp_path / 'o').exists()
+
 def test_outdir_that_is_a_file(pickles, tmp_path):
     blocker = tmp_path / 'file.txt'
     blocker.write_text('keep me')

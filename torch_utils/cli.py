@@ -11,6 +11,7 @@ import re
 
 import click
 import numpy as np
+import psutil
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) # For paths in help texts.
@@ -83,6 +84,21 @@ def expand_path(_ctx, _param, value):
     if value is None or '://' in value:
         return value
     return os.path.expanduser(os.path.expandvars(value))
+
+def check_output_memory(what, count, height, width, channels, available=None):
+    """A click error, before anything renders, if `count` uint8 images of `height` x `width` x
+    `channels` (which exist whole, to be encoded) do not fit in the memory available now."""
+    need = count * height * width * channels
+    available = psutil.virtual_memory().available if available is None else available
+    if need > available:
+        raise click.UsageError(f'{what}: {count} image(s) of {width}x{height} pixels need {format_bytes(need)} of memory, '
+            f'and this machine has {format_bytes(available)} available; ask for fewer pixels (--scale, --size, --viewport, --batch)')
+
+def format_bytes(n):
+    """'9.31 TiB', '512.00 MiB', '12 B'."""
+    units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+    k = min(int(math.log(max(n, 1), 1024)), len(units) - 1)
+    return f'{n} B' if k == 0 else f'{n / 1024 ** k:.2f} {units[k]}'
 
 def default_device():
     """'cuda' when a GPU is available, else 'cpu'."""

@@ -42,16 +42,20 @@ def lines_for_viewport(resolution, viewport=(0, 1, 0, 1), scale=1.0, size=None):
     The viewport may extend beyond [0, 1] and may be flipped (x1 < x0).
     """
     x0, x1, y0, y1 = (float(v) for v in viewport)
+    width, height = viewport_size(resolution, viewport, scale, size)
+    # torch.linspace in float32, exactly as the official release builds its training grid.
+    return torch.linspace(y0, y1, height), torch.linspace(x0, x1, width)
+
+def viewport_size(resolution, viewport=(0, 1, 0, 1), scale=1.0, size=None):
+    """(width, height) in pixels of lines_for_viewport(resolution, viewport, scale, size), without building them."""
     if size is not None:
         width, height = (int(v) for v in size)
         if width < 1 or height < 1:
             raise ValueError(f'size must be at least 1x1, got {width}x{height}')
-    else:
-        intervals = samples_for_scale(resolution, scale) - 1 # Intervals across the unit side.
-        width = int(round(abs(x1 - x0) * intervals)) + 1
-        height = int(round(abs(y1 - y0) * intervals)) + 1
-    # torch.linspace in float32, exactly as the official release builds its training grid.
-    return torch.linspace(y0, y1, height), torch.linspace(x0, x1, width)
+        return width, height
+    x0, x1, y0, y1 = (float(v) for v in viewport)
+    intervals = samples_for_scale(resolution, scale) - 1 # Intervals across the unit side.
+    return int(round(abs(x1 - x0) * intervals)) + 1, int(round(abs(y1 - y0) * intervals)) + 1
 
 def lines_for_scale(resolution, scale):
     """Row and column coordinates of the full frame at `scale` (any positive float)."""
