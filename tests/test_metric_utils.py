@@ -110,6 +110,16 @@ def test_progress_monitor(capsys):
     metric_utils.ProgressMonitor().sub(tag='quiet', num_items=5).update(5)
     assert capsys.readouterr().err == ''
 
+def test_slow_progress_is_logged_by_time(capsys, monkeypatch):
+    """On a CPU 1000 images take minutes: the log gets a line every LOG_INTERVAL seconds all the same."""
+    monkeypatch.setattr(metric_utils, 'LOG_INTERVAL', 0.05)
+    progress = metric_utils.ProgressMonitor(verbose=True).sub(tag='generator features', num_items=1000)
+    for done in [4, 8, 12]:
+        time.sleep(0.06)
+        progress.update(done)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split()[3] for line in lines] == ['4', '8', '12'] and all('ETA' in line for line in lines)
+
 #----------------------------------------------------------------------------
 # The Inception adapter.
 
