@@ -345,6 +345,13 @@ def test_bad_data_is_one_line(tmp_path):
 
 #----------------------------------------------------------------------------
 
+def test_snapshot_labels_follow_one_rule_per_run():
+    whole = [training_loop.snapshot_label(n, 1, 4) for n in [0, 1008, 2016, 3024, 4000]]
+    assert whole == ['000000', '000001', '000002', '000003', '000004']
+    # A fractional duration: decimals for every snapshot of the run, so the last (3.4) is not a second 000003.
+    assert [training_loop.snapshot_label(n, 1, 3.4) for n in [0, 3000, 3400]] == ['000000.000', '000003.000', '000003.400']
+    assert training_loop.snapshot_label(40, 0.02, 0.04) == '000000.040'
+
 def test_nonfinite_gradients_are_zeroed_and_counted():
     layer = torch.nn.Linear(3, 2)
     before = layer.weight.detach().clone()

@@ -167,9 +167,11 @@ def save_image_grid(images, path, drange, grid_size):
 
 #----------------------------------------------------------------------------
 
-def _snapshot_label(cur_nimg, kimg_per_tick):
-    """The kimg in snapshot file names: six digits as NVIDIA's, with decimals when ticks are fractional."""
-    if float(kimg_per_tick).is_integer():
+def snapshot_label(cur_nimg, kimg_per_tick, total_kimg):
+    """The kimg in the file names of a run's snapshots, by one rule for the whole run: six digits, as
+    NVIDIA's, when the tick and the duration are whole kimg (then no two snapshots share a label), else
+    with three decimals throughout (--kimg=3.4 would otherwise end on a second 000003)."""
+    if float(kimg_per_tick).is_integer() and float(total_kimg).is_integer():
         return f'{cur_nimg // 1000:06d}'
     return f'{cur_nimg / 1000:010.3f}'
 
@@ -519,7 +521,7 @@ def training_loop(
                 print('Aborting...')
 
         # Snapshots.
-        label = _snapshot_label(cur_nimg, kimg_per_tick)
+        label = snapshot_label(cur_nimg, kimg_per_tick, total_kimg)
         if is_main and image_snapshot_ticks is not None and (done or cur_tick % image_snapshot_ticks == 0):
             with torch.no_grad():
                 images = _generate_grid(G_ema, grid_z, grid_c, batch_gpu)
