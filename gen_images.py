@@ -22,6 +22,29 @@ def save_png(img, path):
     with dnnlib.util.atomic_write(path) as f:
         PIL.Image.fromarray(img[:, :, 0] if mode == 'L' else img, mode).save(f, format='PNG')
 
+def output_name(seed, class_idx=None, truncation_psi=1, noise_mode='const', scale=1, size=None, viewport=None, translate=(0, 0), rotate=0):
+    """The file name of a seed's image: NVIDIA's seed%04d.png when only the seed chooses the image,
+    else also what else does (class, truncation, noise, scale or size, viewport, translation,
+    rotation), so that renders with other options into one folder never overwrite each other."""
+    parts = [f'seed{seed:04d}']
+    if class_idx is not None:
+        parts.append(f'class{class_idx}')
+    if truncation_psi != 1:
+        parts.append(f'trunc{truncation_psi:g}')
+    if noise_mode != 'const':
+        parts.append(f'noise-{noise_mode}')
+    if size is not None:
+        parts.append(f'{size[0]}x{size[1]}')
+    elif scale != 1:
+        parts.append(f'scale{scale:g}')
+    if viewport is not None:
+        parts.append('view' + ','.join(f'{v:g}' for v in viewport))
+    if tuple(translate) != (0, 0):
+        parts.append('translate' + ','.join(f'{v:g}' for v in translate))
+    if rotate != 0:
+        parts.append(f'rotate{rotate:g}')
+    return '-'.join(parts) + '.png'
+
 def generate(G, z, c, truncation_psi=1, noise_mode='const', lines=None, tile=None, precision='fp32', on_tile=None):
     """Images uint8 [N, H, W, C] for latents `z` and labels `c`.
 
@@ -97,6 +120,7 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, s
     with cli.one_line_errors(legacy.NetworkPickleError):
         G, class_names = legacy.load_generator(network_pkl, trust=trust_pickle)
     G = G.eval().requires_grad_(False).to(device)
+    given_viewport = viewport
     viewport = apply_translate_rotate(G, tuple(translate), rotate, viewport)
 
     lines, num_tiles = None, 1
@@ -111,6 +135,7 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, s
         raise click.UsageError(f'{type(G).__module__}.{type(G).__name__} renders only at its training resolution: --scale, --size, --viewport and --tile need a CREPS network')
 
     labels = cli.class_labels(G, class_idx, batch_size, device, class_names)
+    class_index = int(labels[0].argmax()) if G.c_dim else None
     try:
         os.makedirs(outdir, exist_ok=True)
     except OSError as err:
@@ -124,7 +149,7 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, s
                 progress.update(len(batch_seeds))
             with cli.one_line_errors(dnnlib.util.OutputError):
                 for seed, img in zip(batch_seeds, images):
-                    save_png(img, os.path.join(outdir, f'seed{seed:04d}.png'))
+                    save_png(img, os.path.join(outdir, output_name(seed, class_index, truncation_psi, noise_mode, scale, size, given_viewport, translate, rotate)))
 
 #----------------------------------------------------------------------------
 

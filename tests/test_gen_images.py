@@ -57,6 +57,12 @@ def run_ok(args):
 def load(path):
     return np.asarray(PIL.Image.open(path))
 
+def image(folder, seed):
+    """The one image of `seed` in `folder`, whatever the options added to its name."""
+    names = [name for name in os.listdir(folder) if name.startswith(f'seed{seed:04d}')]
+    assert len(names) == 1, names
+    return os.path.join(folder, names[0])
+
 #----------------------------------------------------------------------------
 
 @pytest.mark.numerics
@@ -66,16 +72,16 @@ def test_acceptance_scale_size_and_tiles(pickles, tmp_path):
     proc = subprocess.run([sys.executable, 'gen_images.py', f'--network={pickles["uncond"]}', '--seeds=0-1', '--scale=2.5', f'--outdir={out}'],
         cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(os.listdir(out)) == ['seed0000.png', 'seed0001.png']
-    assert load(out / 'seed0000.png').shape == (80, 80, 3)
-    assert not np.array_equal(load(out / 'seed0000.png'), load(out / 'seed0001.png'))
+    assert sorted(os.listdir(out)) == ['seed0000-scale2.5.png', 'seed0001-scale2.5.png']
+    assert load(image(out, 0)).shape == (80, 80, 3)
+    assert not np.array_equal(load(image(out, 0)), load(image(out, 1)))
 
     run_ok(['--network', pickles['uncond'], '--seeds=3', '--size=120x40', '--outdir', tmp_path / 'size'])
-    assert load(tmp_path / 'size' / 'seed0003.png').shape == (40, 120, 3)
+    assert load(image(tmp_path / 'size', 3)).shape == (40, 120, 3)
 
     run_ok(['--network', pickles['uncond'], '--seeds=0,1', '--scale=4', '--outdir', tmp_path / 'full'])
     run_ok(['--network', pickles['uncond'], '--seeds=0,1', '--scale=4', '--tile=16', '--outdir', tmp_path / 'tiled'])
-    for name in ['seed0000.png', 'seed0001.png']:
+    for name in ['seed0000-scale4.png', 'seed0001-scale4.png']:
         full, tiled = load(tmp_path / 'full' / name), load(tmp_path / 'tiled' / name)
         assert full.shape == (128, 128, 3)
         assert_same_quantized(full, tiled) # The pixel stage runs on other shapes per tile.
@@ -95,8 +101,8 @@ def test_truncation(pickles, tmp_path):
     run_ok(['--network', pickles['uncond'], '--seeds=0', '--trunc=0.5', '--outdir', tmp_path / 't5'])
     run_ok(['--network', pickles['uncond'], '--seeds=0', '--outdir', tmp_path / 't1'])
     # psi = 0 puts every seed at w_avg: identical images.
-    assert np.array_equal(load(tmp_path / 't0' / 'seed0000.png'), load(tmp_path / 't0' / 'seed0001.png'))
-    assert not np.array_equal(load(tmp_path / 't5' / 'seed0000.png'), load(tmp_path / 't1' / 'seed0000.png'))
+    assert np.array_equal(load(image(tmp_path / 't0', 0)), load(image(tmp_path / 't0', 1)))
+    assert not np.array_equal(load(image(tmp_path / 't5', 0)), load(image(tmp_path / 't1', 0)))
 
 @pytest.mark.numerics
 def test_viewport(pickles, tmp_path):
@@ -104,12 +110,12 @@ def test_viewport(pickles, tmp_path):
     run_ok(['--network', pickles['uncond'], '--seeds=4', '--scale=2', '--outdir', tmp_path / 'full'])
     step = 1 / 63
     run_ok(['--network', pickles['uncond'], '--seeds=4', '--scale=2', f'--viewport=0,{31 * step!r},0,1', '--outdir', tmp_path / 'vp'])
-    full, half = load(tmp_path / 'full' / 'seed0004.png'), load(tmp_path / 'vp' / 'seed0004.png')
+    full, half = load(image(tmp_path / 'full', 4)), load(image(tmp_path / 'vp', 4))
     assert half.shape == (64, 32, 3)
     assert_same_quantized(half, full[:, :32])
     # Beyond the training domain, with an explicit size.
     run_ok(['--network', pickles['uncond'], '--seeds=4', '--viewport=-1,2,-0.5,1.5', '--size=48x32', '--outdir', tmp_path / 'out'])
-    assert load(tmp_path / 'out' / 'seed0004.png').shape == (32, 48, 3)
+    assert load(image(tmp_path / 'out', 4)).shape == (32, 48, 3)
 
 @pytest.mark.numerics
 def test_automatic_tiling_gives_same_pixels(pickles, tmp_path, monkeypatch):
@@ -117,18 +123,28 @@ def test_automatic_tiling_gives_same_pixels(pickles, tmp_path, monkeypatch):
     monkeypatch.setattr(render, 'TILE_BUDGET_BYTES', 20 * 20 * 3 * 4) # Forces 16-pixel tiles.
     result = run_ok(['--network', pickles['uncond'], '--seeds=1', '--scale=3', '--outdir', tmp_path / 'auto'])
     assert 'tiles of 16x16' in result.output
-    assert_same_quantized(load(tmp_path / 'one' / 'seed0001.png'), load(tmp_path / 'auto' / 'seed0001.png'))
+    assert_same_quantized(load(image(tmp_path / 'one', 1)), load(image(tmp_path / 'auto', 1)))
 
 def test_class_noise_mode_precision_device_and_channels(pickles, tmp_path):
     run_ok(['--network', pickles['cond'], '--seeds=0', '--class=0', '--outdir', tmp_path / 'c0'])
     run_ok(['--network', pickles['cond'], '--seeds=0', '--class=2', '--noise-mode=random', '--outdir', tmp_path / 'c2'])
-    assert not np.array_equal(load(tmp_path / 'c0' / 'seed0000.png'), load(tmp_path / 'c2' / 'seed0000.png'))
+    assert not np.array_equal(load(image(tmp_path / 'c0', 0)), load(image(tmp_path / 'c2', 0)))
     run_ok(['--network', pickles['uncond'], '--seeds=0', '--noise-mode=none', '--device=cpu', '--precision=fp32', '--outdir', tmp_path / 'fp32'])
     run_ok(['--network', pickles['uncond'], '--seeds=0', '--precision=bf16', '--outdir', tmp_path / 'bf16'])
-    diff = np.abs(load(tmp_path / 'bf16' / 'seed0000.png').astype(int) - load(tmp_path / 'fp32' / 'seed0000.png').astype(int))
+    diff = np.abs(load(image(tmp_path / 'bf16', 0)).astype(int) - load(image(tmp_path / 'fp32', 0)).astype(int))
     assert diff.mean() < 8
     run_ok(['--network', pickles['gray'], '--seeds=0', '--scale=1.5', '--outdir', tmp_path / 'gray'])
-    assert load(tmp_path / 'gray' / 'seed0000.png').shape == (48, 48)
+    assert load(image(tmp_path / 'gray', 0)).shape == (48, 48)
+
+def test_file_names_say_what_chose_the_image(pickles, tmp_path):
+    """NVIDIA's names when only the seed chooses the image; otherwise renders with other options into one
+    folder each get their own file instead of overwriting each other."""
+    for options in [[], ['--scale=2'], ['--scale=2', '--trunc=0.7'], ['--size=40x20', '--viewport=0,1,0.25,0.75'], ['--translate=0.1,0']]:
+        run_ok(['--network', pickles['uncond'], '--seeds=3', *options, '--outdir', tmp_path / 'u'])
+    run_ok(['--network', pickles['named'], '--seeds=3', '--class=dog', '--outdir', tmp_path / 'c'])
+    assert sorted(os.listdir(tmp_path / 'u')) == sorted(['seed0003.png', 'seed0003-scale2.png', 'seed0003-trunc0.7-scale2.png',
+        'seed0003-40x20-view0,1,0.25,0.75.png', 'seed0003-translate0.1,0.png'])
+    assert os.listdir(tmp_path / 'c') == ['seed0003-class1.png']
 
 def test_network_from_file_url(pickles, tmp_path):
     run_ok(['--network', 'file://' + pickles['uncond'], '--seeds=0', '--outdir', tmp_path])
@@ -171,8 +187,8 @@ def test_class_by_name(pickles, tmp_path):
     run_ok(['--network', pickles['named'], '--seeds=0', '--class=1', '--outdir', tmp_path / 'index'])
     run_ok(['--network', pickles['named'], '--seeds=0', '--class=dog', '--outdir', tmp_path / 'name'])
     run_ok(['--network', pickles['named'], '--seeds=0', '--class=Sea-Lion', '--outdir', tmp_path / 'other'])
-    assert np.array_equal(load(tmp_path / 'index' / 'seed0000.png'), load(tmp_path / 'name' / 'seed0000.png'))
-    assert not np.array_equal(load(tmp_path / 'name' / 'seed0000.png'), load(tmp_path / 'other' / 'seed0000.png'))
+    assert np.array_equal(load(image(tmp_path / 'index', 0)), load(image(tmp_path / 'name', 0)))
+    assert not np.array_equal(load(image(tmp_path / 'name', 0)), load(image(tmp_path / 'other', 0)))
     listed = '0=cat, 1=Dog, 2=sea lion'
     assert_clean_error(run(['--network', pickles['named'], '--seeds=0', '--class=emu', '--outdir', tmp_path]), '--class', "'emu'", listed)
     assert_clean_error(run(['--network', pickles['named'], '--seeds=0', '--outdir', tmp_path]), '--class', listed)
@@ -237,7 +253,7 @@ def test_code_in_a_pickle_runs_only_with_trust_pickle(tmp_path):
 def test_translate_moves_a_creps_image_like_its_viewport(pickles, tmp_path):
     run_ok(['--network', pickles['uncond'], '--seeds=3', '--translate=0.25,-0.5', '--outdir', tmp_path / 'moved'])
     run_ok(['--network', pickles['uncond'], '--seeds=3', '--viewport=-0.25,0.75,0.5,1.5', '--outdir', tmp_path / 'viewport'])
-    assert np.array_equal(load(tmp_path / 'moved' / 'seed0003.png'), load(tmp_path / 'viewport' / 'seed0003.png'))
+    assert np.array_equal(load(image(tmp_path / 'moved', 3)), load(image(tmp_path / 'viewport', 3)))
     assert_clean_error(run(['--network', pickles['uncond'], '--seeds=3', '--rotate=10', '--outdir', tmp_path / 'r']), '--rotate')
 
 def test_translate_and_rotate_stylegan3(tmp_path):
@@ -248,7 +264,7 @@ def test_translate_and_rotate_stylegan3(tmp_path):
     images = {}
     for name, args in [('plain', []), ('zero', ['--translate=0,0', '--rotate=0']), ('moved', ['--translate=0.25,0']), ('turned', ['--rotate=90'])]:
         run_ok(['--network', path, '--seeds=1', '--outdir', tmp_path / name, *args])
-        images[name] = load(tmp_path / name / 'seed0001.png').astype(np.float64)
+        images[name] = load(image(tmp_path / name, 1)).astype(np.float64)
     assert np.array_equal(images['plain'], images['zero'])
     # A quarter of the width to the right: the left 3/4 of the original reappears shifted by 4 pixels (roughly:
     # an untrained network is not equivariant), much closer than the unshifted image.

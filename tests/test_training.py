@@ -116,7 +116,7 @@ def test_short_run_writes_every_artifact(dataset, tmp_path):
     result = subprocess.run([sys.executable, os.path.join(REPO, 'gen_images.py'), f'--network={os.path.join(run_dir, snapshots[-1])}',
         '--seeds=0-1', '--scale=4', f'--outdir={out}', '--device=cpu'], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert PIL.Image.open(out / 'seed0000.png').size == (64, 64)
+    assert PIL.Image.open(out / 'seed0000-scale4.png').size == (64, 64)
 
 def test_help_example_for_the_cpu_runs_as_written(dataset, tmp_path):
     """train.py --help's CPU example, as printed, on a d.zip in the working folder; and progress lines
@@ -161,7 +161,7 @@ def test_conditional_run_keeps_the_class_names(dataset, tmp_path):
     result = subprocess.run([sys.executable, os.path.join(REPO, 'gen_images.py'), f'--network={snapshot}', '--seeds=0',
         '--class=Waves', f'--outdir={tmp_path / "out"}', '--device=cpu'], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / 'out' / 'seed0000.png').is_file()
+    assert (tmp_path / 'out' / 'seed0000-class1.png').is_file()
 
 @pytest.mark.numerics
 def test_resume_after_sigkill_is_bitwise_exact(dataset, tmp_path):
