@@ -58,6 +58,48 @@ def dataset_kwargs(data):
     kwargs.max_size = len(dataset)         # Be explicit about the dataset size.
     return kwargs, dataset.name
 
+REQUIRED_OPTIONS = ('outdir', 'cfg', 'data', 'gpus', 'batch', 'gamma')
+COMMAND_LINE_FILE = 'command_line.json' # The options of a run, in its folder: a continuation takes those it is not given.
+NOT_RECORDED = ('resume', 'trust_pickle', 'dry_run') # Options that belong to one invocation, not to the run.
+
+# The options that set each setting a continuation must keep (paths in training_options.json, or their first part).
+SETTING_OPTIONS = {
+    'G_kwargs.class_name': '--cfg', 'training_set_kwargs.path': '--data', 'training_set_kwargs.max_size': '--data',
+    'training_set_kwargs.resolution': '--data', 'num_gpus': '--gpus', 'batch_size': '--batch', 'batch_gpu': '--batch-gpu',
+    'loss_kwargs.r1_gamma': '--gamma', 'training_set_kwargs.use_labels': '--cond', 'training_set_kwargs.xflip': '--mirror',
+    'augment_kwargs': '--aug', 'ada_target': '--target', 'augment_p': '--p', 'D_kwargs.block_kwargs.freeze_layers': '--freezed',
+    'G_kwargs.channel_base': '--cbase', 'D_kwargs.channel_base': '--cbase', 'G_kwargs.channel_max': '--cmax', 'D_kwargs.channel_max': '--cmax',
+    'G_opt_kwargs.lr': '--glr', 'D_opt_kwargs.lr': '--dlr', 'G_kwargs.mapping_kwargs.num_layers': '--map-depth',
+    'D_kwargs.epilogue_kwargs.mbstd_group_size': '--mbstd-group', 'loss_kwargs.pl_weight': '--pl-weight', 'G_reg_interval': '--pl-weight',
+    'G_kwargs.biline_channels': '--biline-channels', 'G_kwargs.rank': '--rank', 'random_seed': '--seed',
+    'training_set_kwargs.random_seed': '--seed', 'G_kwargs.num_fp16_res': '--fp32', 'D_kwargs.num_fp16_res': '--fp32',
+    'D_kwargs.conv_clamp': '--fp32',
+}
+
+def take_recorded_options(opts, ctx):
+    """A continuation (--resume=<run folder or training state>) takes every option it is not given
+    from the run's command_line.json, each checked as if typed."""
+    if opts.resume is None or dnnlib.util.is_url(opts.resume) or not training_loop.is_training_state(opts.resume):
+        return
+    folder = opts.resume if os.path.isdir(opts.resume) else os.path.dirname(opts.resume)
+    path = os.path.join(folder, COMMAND_LINE_FILE)
+    if not os.path.isfile(path):
+        return # A run of an earlier version: every option must be given.
+    try:
+        with open(path, 'rt', encoding='utf-8') as f:
+            recorded = json.load(f)
+        if not isinstance(recorded, dict):
+            raise ValueError('not a JSON object')
+    except (OSError, ValueError) as err:
+        raise click.BadParameter(f'{path}: not a readable record of the run\'s options ({err})', param_hint='--resume')
+    params = {param.name: param for param in ctx.command.params}
+    for name, value in recorded.items():
+        if name in params and name not in NOT_RECORDED and ctx.get_parameter_source(name) != click.core.ParameterSource.COMMANDLINE:
+            try:
+                opts[name] = None if value is None else params[name].type_cast_value(ctx, value)
+            except click.BadParameter as err:
+                raise click.BadParameter(f'{path}: {err.message}', param_hint=f'--{name.replace("_", "-")} (recorded)')
+
 def resolve_resume(resume):
     """(resume_pkl, the training states to try, newest first) for --resume; either may be None."""
     if resume is None:
@@ -107,7 +149,7 @@ def subprocess_fn(rank, init_method, c):
     except STOPPING_ERRORS:
         sys.exit(1) # Each is one line; the snapshots written before stay usable.
 
-def launch_training(c, desc, outdir, dry_run):
+def launch_training(c, desc, outdir, dry_run, opts):
     """Print the options, make the run folder and start the processes."""
     world = distributed.torchrun_world()
     is_main = world is None or world[0] == 0
@@ -138,6 +180,8 @@ def launch_training(c, desc, outdir, dry_run):
             raise click.BadParameter(f'cannot create run folder {c.run_dir}: {err.strerror}', param_hint='--outdir')
         with dnnlib.util.atomic_write(os.path.join(c.run_dir, 'training_options.json'), 'wt') as f:
             json.dump(c, f, indent=2)
+        with dnnlib.util.atomic_write(os.path.join(c.run_dir, COMMAND_LINE_FILE), 'wt') as f:
+            json.dump({name: value for name, value in opts.items() if name not in NOT_RECORDED}, f, indent=2)
 
     try:
         distributed.launch(subprocess_fn, c.num_gpus, c)
@@ -147,13 +191,13 @@ def launch_training(c, desc, outdir, dry_run):
 #----------------------------------------------------------------------------
 
 @click.command()
-# Required.
-@click.option('--outdir', help='Where to make the run folder', metavar='DIR', required=True, callback=cli.expand_path)
-@click.option('--cfg', help='Base configuration', type=click.Choice(list(GENERATOR_CLASSES)), required=True)
-@click.option('--data', help='Training data (a dataset_tool.py ZIP or folder)', metavar='[ZIP|DIR]', type=str, required=True, callback=cli.expand_path)
-@click.option('--gpus', help='Number of processes (one per GPU, or CPU processes)', metavar='INT', type=click.IntRange(min=1), required=True)
-@click.option('--batch', help='Total batch size', metavar='INT', type=click.IntRange(min=1), required=True)
-@click.option('--gamma', help='R1 regularization weight', metavar='FLOAT', type=click.FloatRange(min=0), required=True)
+# Required (a continuation, --resume=<run folder>, takes them from the run, as every option it leaves out).
+@click.option('--outdir', help='Where to make the run folder  [required]', metavar='DIR', callback=cli.expand_path)
+@click.option('--cfg', help='Base configuration  [required]', type=click.Choice(list(GENERATOR_CLASSES)))
+@click.option('--data', help='Training data (a dataset_tool.py ZIP or folder)  [required]', metavar='[ZIP|DIR]', type=str, callback=cli.expand_path)
+@click.option('--gpus', help='Number of processes (one per GPU, or CPU processes)  [required]', metavar='INT', type=click.IntRange(min=1))
+@click.option('--batch', help='Total batch size  [required]', metavar='INT', type=click.IntRange(min=1))
+@click.option('--gamma', help='R1 regularization weight  [required]', metavar='FLOAT', type=click.FloatRange(min=0))
 # Optional features.
 @click.option('--cond', help='Train a conditional model', metavar='BOOL', type=bool, default=False, show_default=True)
 @click.option('--mirror', help='Enable dataset x-flips', metavar='BOOL', type=bool, default=False, show_default=True)
@@ -203,10 +247,14 @@ def main(**kwargs):
         --pl-weight=0 --map-depth=2 --workers=1 --cbase=512 --cmax=32 --kimg=0.128 --tick=0.064 --metrics=none --device=cpu
 
     \b
-    # Continue a run exactly where its last checkpoint left it.
-    python train.py ... --resume=~/training-runs/00000-creps-ffhq-256x256-gpus8-batch32-gamma2
+    # Continue a run exactly where its last checkpoint left it, with its options.
+    python train.py --resume=~/training-runs/00000-creps-ffhq-256x256-gpus8-batch32-gamma2
     """
     opts = dnnlib.EasyDict(kwargs)
+    take_recorded_options(opts, click.get_current_context())
+    missing = [name for name in REQUIRED_OPTIONS if opts[name] is None]
+    if missing:
+        raise click.UsageError(f"Missing option '--{missing[0]}' (a continuation, --resume=<run folder>, takes it from the run)")
     c = dnnlib.EasyDict()
     c.G_kwargs = dnnlib.EasyDict(class_name=None, z_dim=512, w_dim=512, mapping_kwargs=dnnlib.EasyDict())
     c.D_kwargs = dnnlib.EasyDict(class_name='training.networks_stylegan2.Discriminator', block_kwargs=dnnlib.EasyDict(),
@@ -330,13 +378,18 @@ def main(**kwargs):
     if saved_options is not None:
         try:
             training_loop.check_resumable(saved_options, training_loop.full_options(**c))
-        except ValueError as err:
-            raise click.BadParameter(str(err), param_hint='--resume')
+        except training_loop.ResumeMismatch as err:
+            option = SETTING_OPTIONS.get(err.key) or SETTING_OPTIONS.get(err.key.split('.')[0])
+            if option is None:
+                raise click.BadParameter(str(err), param_hint='--resume')
+            raise click.BadParameter(f'the run was trained with {option}={err.saved if not isinstance(err.saved, bool) else err.saved} '
+                f'({err.key}), this continuation asks for {err.now}; an exact continuation needs the same {option} (leave it out to '
+                'take the run\'s; fine-tune from a network pickle to change it)', param_hint=option)
 
     desc = f'{opts.cfg}-{dataset_name}-gpus{c.num_gpus}-batch{c.batch_size}-gamma{c.loss_kwargs.r1_gamma:g}'
     if opts.desc is not None:
         desc += f'-{opts.desc}'
-    launch_training(c=c, desc=desc, outdir=opts.outdir, dry_run=opts.dry_run)
+    launch_training(c=c, desc=desc, outdir=opts.outdir, dry_run=opts.dry_run, opts=opts)
 
 #----------------------------------------------------------------------------
 

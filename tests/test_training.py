@@ -366,10 +366,37 @@ def test_nonfinite_gradients_are_zeroed_and_counted():
     assert layer.weight[0, 0] == before[0, 0] and layer.weight[0, 1] == before[0, 1] - 1
 
 def test_resume_refuses_changed_settings():
-    saved = training_loop.full_options(batch_size=8, total_kimg=10)
-    training_loop.check_resumable(saved, training_loop.full_options(batch_size=8, total_kimg=20)) # Longer is fine.
+    saved = training_loop.full_options(batch_size=8, total_kimg=10, loss_kwargs=dict(r1_gamma=1, pl_weight=2))
+    training_loop.check_resumable(saved, training_loop.full_options(batch_size=8, total_kimg=20, loss_kwargs=dict(r1_gamma=1, pl_weight=2)))
     with pytest.raises(ValueError, match='batch_size = 8, this run has 16'):
-        training_loop.check_resumable(saved, training_loop.full_options(batch_size=16, total_kimg=10))
+        training_loop.check_resumable(saved, training_loop.full_options(batch_size=16, total_kimg=10, loss_kwargs=dict(r1_gamma=1, pl_weight=2)))
+    with pytest.raises(training_loop.ResumeMismatch) as err: # The leaf that differs, not the whole dict.
+        training_loop.check_resumable(saved, training_loop.full_options(batch_size=8, total_kimg=10, loss_kwargs=dict(r1_gamma=2, pl_weight=2)))
+    assert (err.value.key, err.value.saved, err.value.now) == ('loss_kwargs.r1_gamma', 1, 2)
+
+def test_a_continuation_takes_the_runs_options(dataset, tmp_path):
+    """--resume=<run folder> alone continues the run with its recorded options; a changed option is named
+    as on the command line; without --resume the required options are required."""
+    result = train(tmp_path / 'runs', f'--data={dataset}', '--gpus=1', '--batch=4', '--kimg=0.008', '--tick=0.004', '--workers=0')
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / 'runs')
+    recorded = json.load(open(os.path.join(run_dir, 'command_line.json')))
+    assert recorded['batch'] == 4 and recorded['cbase'] == 256 and recorded['grid_size'] == [4, 2] and 'resume' not in recorded
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    continue_run = lambda *args: subprocess.run([sys.executable, os.path.join(REPO, 'train.py'), f'--resume={run_dir}', *args],
+        env=env, capture_output=True, text=True, timeout=600)
+    result = continue_run('--kimg=0.012')
+    assert result.returncode == 0, result.stderr[-3000:]
+    continued = sorted(glob.glob(os.path.join(tmp_path / 'runs', '0*')))[-1]
+    assert continued != run_dir and final_state(continued)['progress']['cur_nimg'] == 12
+    options = json.load(open(os.path.join(continued, 'training_options.json')))
+    assert options['loss_kwargs']['r1_gamma'] == 1 and options['G_kwargs']['channel_base'] == 512 and options['total_kimg'] == 0.012
+    result = continue_run('--gamma=2')
+    assert result.returncode != 0 and 'Traceback' not in result.stderr
+    assert "Invalid value for --gamma: the run was trained with --gamma=1.0 (loss_kwargs.r1_gamma), this continuation asks for 2.0" in result.stderr
+    result = subprocess.run([sys.executable, os.path.join(REPO, 'train.py'), f'--outdir={tmp_path}', f'--data={dataset}', '--gpus=1',
+        '--batch=4', '--gamma=1'], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and "Missing option '--cfg'" in result.stderr and 'Traceback' not in result.stderr
 
 #----------------------------------------------------------------------------
 

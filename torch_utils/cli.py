@@ -49,8 +49,8 @@ class Size(click.ParamType):
         self.name = name
 
     def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
+        if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) and v >= 1 for v in value):
+            return tuple(value) # Converted before (a list when it went through JSON).
         m = re.fullmatch(r'\s*(\d+)\s*[xX]\s*(\d+)\s*', str(value))
         if m is None or int(m.group(1)) < 1 or int(m.group(2)) < 1:
             self.fail(f'{value!r} is not {self.what} such as {self.example}', param, ctx)

@@ -92,16 +92,32 @@ RESUMABLE_CHANGES = ('total_kimg', 'kimg_per_tick', 'image_snapshot_ticks', 'net
 class TrainingDiverged(Exception):
     """A phase's gradients were non-finite in max_nonfinite_steps of its steps in a row; the message is one line."""
 
+class ResumeMismatch(ValueError):
+    """A setting differs between the run that wrote a training state and the one continuing it.
+    `key`: its path in the options ('loss_kwargs.r1_gamma'); `saved`, `now`: the two values."""
+    def __init__(self, key, saved, now):
+        super().__init__(f'the training state was written with {key} = {json.dumps(saved)}, this run has {json.dumps(now)}; '
+            'an exact continuation needs the same settings (use a network pickle to fine-tune with new ones)')
+        self.key, self.saved, self.now = key, saved, now
+
+def _first_difference(saved, now, path=''):
+    """(path, saved value, new value) of the first leaf that differs, in sorted key order; None if none."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        for key in sorted(set(saved) | set(now)):
+            if not path and key in RESUMABLE_CHANGES:
+                continue
+            difference = _first_difference(saved.get(key), now.get(key), f'{path}.{key}' if path else key)
+            if difference is not None:
+                return difference
+        return None
+    return None if saved == now else (path, saved, now)
+
 def check_resumable(saved_options, options):
-    """Raise ValueError naming the first option that differs between the run
-    that wrote a training state and the one continuing it."""
-    for key in sorted(set(saved_options) | set(options)):
-        if key in RESUMABLE_CHANGES:
-            continue
-        saved, now = saved_options.get(key), options.get(key)
-        if saved != now:
-            raise ValueError(f'the training state was written with {key} = {json.dumps(saved)}, this run has {json.dumps(now)}; '
-                'an exact continuation needs the same settings (use a network pickle to fine-tune with new ones)')
+    """Raise ResumeMismatch naming the first setting (a leaf of the nested options) that differs
+    between the run that wrote a training state and the one continuing it."""
+    difference = _first_difference(saved_options, options)
+    if difference is not None:
+        raise ResumeMismatch(*difference)
 
 def _rng_state(device):
     """This process's random states, as tensors and plain values (torch.load(weights_only=True) reads them)."""
