@@ -224,7 +224,7 @@ def launch_training(c, desc, outdir, dry_run, opts):
 @click.option('--kimg', help='Total training duration', metavar='KIMG', type=click.FloatRange(min=0, min_open=True), default=25000, show_default=True)
 @click.option('--tick', help='How often to print progress', metavar='KIMG', type=click.FloatRange(min=0, min_open=True), default=4, show_default=True)
 @click.option('--snap', help='How often to save snapshots', metavar='TICKS', type=click.IntRange(min=1), default=50, show_default=True)
-@click.option('--grid', 'grid_size', help='Columns x rows of the snapshot image grids  [default: fills a 4K screen]', type=cli.Size())
+@click.option('--grid', 'grid_size', help='Columns x rows of the snapshot image grids  [default: fills a 4K screen; at most 8x8 on the CPU]', type=cli.Size())
 @click.option('--seed', help='Random seed', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
 @click.option('--fp32', help='Disable mixed precision', metavar='BOOL', type=bool, default=False, show_default=True)
 @click.option('--nobench', help='Disable cuDNN benchmarking', metavar='BOOL', type=bool, default=False, show_default=True)

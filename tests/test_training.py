@@ -345,6 +345,11 @@ def test_bad_data_is_one_line(tmp_path):
 
 #----------------------------------------------------------------------------
 
+def test_default_grids_fit_the_device():
+    assert training_loop.grid_shape(256, None, 'cuda') == (30, 16) and training_loop.grid_shape(32, None, 'cuda') == (32, 32)
+    assert training_loop.grid_shape(256, None, 'cpu') == (8, 8) and training_loop.grid_shape(1024, None, 'cpu') == (7, 4)
+    assert training_loop.grid_shape(32, (3, 2), 'cpu') == (3, 2)
+
 def test_snapshot_labels_follow_one_rule_per_run():
     whole = [training_loop.snapshot_label(n, 1, 4) for n in [0, 1008, 2016, 3024, 4000]]
     assert whole == ['000000', '000001', '000002', '000003', '000004']

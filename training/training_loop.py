@@ -149,11 +149,15 @@ def _random_state_kept(device):
 #----------------------------------------------------------------------------
 # Image grids.
 
-def grid_shape(resolution, grid_size):
-    """(columns, rows) of the snapshot grids: `grid_size` if given, else about a 4K screen of images, as StyleGAN3."""
+CPU_GRID_MAX = 8 # Columns and rows at most of a default grid on the CPU: 1024 images of a 256-px CREPS take half an hour there.
+
+def grid_shape(resolution, grid_size, device_type='cuda'):
+    """(columns, rows) of the snapshot grids: `grid_size` if given, else about a 4K screen of images, as
+    StyleGAN3, at most CPU_GRID_MAX x CPU_GRID_MAX on the CPU."""
     if grid_size is not None:
         return tuple(grid_size)
-    return int(np.clip(7680 // resolution, 7, 32)), int(np.clip(4320 // resolution, 4, 32))
+    limit = CPU_GRID_MAX if device_type == 'cpu' else 32
+    return int(np.clip(7680 // resolution, 7, limit)), int(np.clip(4320 // resolution, 4, limit))
 
 def grid_items(training_set, grid_size, random_seed):
     """Dataset indices for a (columns, rows) grid: random images, or, with
@@ -412,7 +416,7 @@ def training_loop(
     # Snapshot grids: fixed reals, labels and latents.
     grid_z = grid_c = None
     if is_main:
-        grid = grid_shape(training_set.resolution, grid_size)
+        grid = grid_shape(training_set.resolution, grid_size, device.type)
         items = grid_items(training_set, grid, random_seed)
         images = np.stack([training_set[int(idx)][0] for idx in items])
         save_image_grid(images, os.path.join(run_dir, 'reals.png'), drange=[0, 255], grid_size=grid)
