@@ -120,6 +120,8 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, s
     with cli.one_line_errors(legacy.NetworkPickleError):
         G, class_names = legacy.load_generator(network_pkl, trust=trust_pickle)
     G = G.eval().requires_grad_(False).to(device)
+    if viewport is not None and (viewport[0] == viewport[1] or viewport[2] == viewport[3]):
+        raise click.BadParameter(f'{",".join(f"{v:g}" for v in viewport)} is empty: x0 must differ from x1, and y0 from y1', param_hint='--viewport')
     given_viewport = viewport
     viewport = apply_translate_rotate(G, tuple(translate), rotate, viewport)
 

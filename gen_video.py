@@ -253,6 +253,9 @@ def generate_video(ctx, network_pkl, seeds, output, grid, num_keyframes, w_frame
         grid, w_frames, kind = with_defaults(INTERPOLATION_DEFAULTS, grid=grid, w_frames=w_frames, kind=kind).values()
         grid_w, grid_h = grid
         cell_seeds = keyframe_seeds(seeds, grid_w, grid_h, num_keyframes, shuffle_seed)
+        if cell_seeds.shape[2] == 1:
+            click.echo(f'Warning: one keyframe per cell: the video shows {grid_w * grid_h} still image(s); '
+                'give more seeds than cells, or --num-keyframes', err=True)
         height, width = height * grid_h, width * grid_w
         check_even(width, height, f'a {grid_w}x{grid_h} grid of {width // grid_w}x{height // grid_h} images')
         num_cells = grid_w * grid_h

@@ -97,6 +97,10 @@ def load_network_pkl(f, source='<stream>', trust=False):
 def open_network_pkl(network, trust=False, verbose=True):
     """load_network_pkl() of the file or URL `network` (a download is cached);
     NetworkPickleError, naming `network`, on any failure."""
+    if os.path.isdir(network):
+        snapshots = sorted(name for name in os.listdir(network) if name.startswith('network-snapshot-') and name.endswith('.pkl'))
+        raise NetworkPickleError(f'{network}: a folder, not a network file' + (f'; its newest snapshot is {os.path.join(network, snapshots[-1])}'
+            if snapshots else ''))
     try:
         with dnnlib.util.open_url(network, verbose=verbose) as f:
             return load_network_pkl(f, source=str(network), trust=trust)

@@ -176,6 +176,10 @@ def test_bad_pickles(pickles, tmp_path):
     assert_clean_error(run(['--network', truncated, '--seeds=0', '--outdir', out]), 'truncated.pkl')
     assert_clean_error(run(['--network', pickles['no_g_ema'], '--seeds=0', '--outdir', out]), "no 'G_ema'", 'no_g_ema.pkl')
     assert_clean_error(run(['--network', pickles['not_dict'], '--seeds=0', '--outdir', out]), 'list.pkl')
+    (tmp_path / 'run').mkdir()
+    (tmp_path / 'run' / 'network-snapshot-000004.pkl').write_bytes(open(pickles['uncond'], 'rb').read())
+    assert_clean_error(run(['--network', tmp_path / 'run', '--seeds=0', '--outdir', out]), 'a folder, not a network file',
+        f'its newest snapshot is {tmp_path / "run" / "network-snapshot-000004.pkl"}')
     assert not out.exists()
 
 def test_bad_class(pickles, tmp_path):
@@ -201,6 +205,7 @@ def test_class_by_name(pickles, tmp_path):
     ('--seeds=a,b', '--seeds'), ('--seeds=5-2', '--seeds'), ('--seeds=', '--seeds'), ('--seeds=-3', '--seeds'),
     ('--size=12x', '--size'), ('--size=0x5', '--size'), ('--size=12x12x3', '--size'),
     ('--viewport=0,1,0', '--viewport'), ('--viewport=0,1,a,1', '--viewport'), ('--viewport=0,1,0,inf', '--viewport'),
+    ('--viewport=0.5,0.5,0,1', 'is empty'),
     ('--scale=0', '--scale'), ('--scale=-1', '--scale'), ('--scale=x', '--scale'),
     ('--tile=0', '--tile'), ('--batch=0', '--batch'), ('--trunc=abc', '--trunc'),
     ('--noise-mode=loud', '--noise-mode'), ('--precision=fp8', '--precision'), ('--precision=fp16', '--precision'),

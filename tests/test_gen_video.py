@@ -271,7 +271,8 @@ def test_bad_output_paths(pickles, tmp_path):
     (tmp_path / 'file').write_text('not a folder')
     assert_clean_error(run(['--network', pickles['creps'], '--seeds=0', '--output', tmp_path / 'file' / 'v.mp4']), '--output', 'cannot create the folder')
     # A missing folder is made.
-    run_ok(['--network', pickles['creps'], '--seeds=0', '--w-frames=1', '--output', tmp_path / 'new' / 'v.mp4'])
+    result = run_ok(['--network', pickles['creps'], '--seeds=0', '--w-frames=1', '--output', tmp_path / 'new' / 'v.mp4'])
+    assert 'one keyframe per cell: the video shows 1 still image(s)' in result.stderr
     assert read_video(tmp_path / 'new' / 'v.mp4').shape == (1, 32, 32, 3)
 
 def test_bad_networks(pickles, tmp_path):
