@@ -22,6 +22,7 @@ network's class and init arguments; no pickle at all.
 
 import _compat_pickle
 import collections
+import hashlib
 import io
 import json
 import os
@@ -71,8 +72,12 @@ def load_network_pkl(f, source='<stream>', trust=False):
     would load) for anything that is not a usable network pickle.
     """
     f = _peekable(f)
-    if _is_safetensors(f):
-        return _load_safetensors(f.read(), source)
+    data = _load_safetensors(f.read(), source) if _is_safetensors(f) else _unpickle(f, source, trust)
+    verify_checksums(data, source)
+    return data
+
+def _unpickle(f, source, trust):
+    """The snapshot dict of the pickle `f` (see load_network_pkl)."""
     try:
         if trust:
             data = pickle.load(f)
@@ -93,6 +98,32 @@ def load_network_pkl(f, source='<stream>', trust=False):
     if not isinstance(data, dict):
         raise NetworkPickleError(f'{source}: expected a dict of networks, found {type(data).__name__}')
     return data
+
+CHECKSUMS_KEY = 'tensor_checksums' # {network key: sha256 of its tensors}; NVIDIA's loaders ignore the entry.
+
+def tensor_checksums(data):
+    """{key: hex SHA-256 of the names, dtypes, shapes and bytes of its parameters and buffers} of
+    each network in the snapshot dict `data`: what the snapshots this project writes carry, so that
+    a file whose tensor bytes were damaged is refused instead of rendering wrong images."""
+    checksums = dict()
+    for key, value in data.items():
+        if isinstance(value, torch.nn.Module):
+            digest = hashlib.sha256()
+            for name, tensor in sorted(_named_tensors(value).items()):
+                digest.update(f'{name}:{tensor.dtype}:{tuple(tensor.shape)};'.encode())
+                digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            checksums[key] = digest.hexdigest()
+    return checksums
+
+def verify_checksums(data, source):
+    """NetworkPickleError naming the network whose tensors do not match the checksum recorded beside it."""
+    recorded = data.get(CHECKSUMS_KEY)
+    if not isinstance(recorded, dict):
+        return # Written elsewhere (NVIDIA's pickles have no checksums).
+    actual = tensor_checksums({key: data.get(key) for key in recorded})
+    for key, checksum in recorded.items():
+        if key in actual and actual[key] != checksum:
+            raise NetworkPickleError(f'{source}: the tensors of {key!r} do not match the checksum written with them: the file is damaged')
 
 def open_network_pkl(network, trust=False, verbose=True):
     """load_network_pkl() of the file or URL `network` (a download is cached);
@@ -198,6 +229,7 @@ def export_safetensors(network, path, trust=False):
                 extras[key] = _to_json(value)
             except TypeError:
                 pass # Not representable without pickle: left out.
+    extras[CHECKSUMS_KEY] = tensor_checksums(data) # Of the tensors as written (the snapshot's may name other networks).
     metadata = dict(format=SAFETENSORS_FORMAT, networks=json.dumps(networks), extras=json.dumps(extras))
     payload = safetensors_torch.save(tensors, metadata=metadata)
     with dnnlib.util.atomic_write(os.fspath(path)) as f:

@@ -263,6 +263,24 @@ def test_corrupt_safetensors_are_one_line(snapshot, tmp_path):
             load(bad)
         assert_one_line(err)
 
+def test_damaged_tensor_bytes_are_refused(snapshot, tmp_path):
+    """A byte changed inside a tensor's data leaves a loadable pickle; the checksums this project writes
+    beside the networks catch it (NVIDIA's loaders ignore the extra entry)."""
+    data = dict(snapshot, **{legacy.CHECKSUMS_KEY: legacy.tensor_checksums(snapshot)})
+    payload = pickle.dumps(data)
+    weight = snapshot['G_ema'].synthesis.b8.fc1.weight.detach().numpy().tobytes()
+    at = payload.rindex(weight) + len(weight) // 2 # In G_ema (G, pickled first, holds the same values).
+    damaged = payload[:at] + bytes([payload[at] ^ 0x40]) + payload[at + 1:]
+    with pytest.raises(legacy.NetworkPickleError, match="the tensors of 'G_ema' do not match the checksum written with them"):
+        load(damaged)
+    assert type(load(payload)['G_ema']) is Generator
+    assert type(load(pickle.dumps(snapshot))['G_ema']) is Generator # No checksums (as NVIDIA's): nothing to check.
+    dest = legacy.export_safetensors(snapshot, tmp_path / 'net.safetensors')
+    exported = dest.read_bytes()
+    at = exported.index(weight) + 3
+    with pytest.raises(legacy.NetworkPickleError, match='damaged'):
+        load(exported[:at] + bytes([exported[at] ^ 0x01]) + exported[at + 1:])
+
 def test_export_command(snapshot_bytes, tmp_path):
     pkl = tmp_path / 'net.pkl'
     pkl.write_bytes(snapshot_bytes)
@@ -273,7 +291,7 @@ def test_export_command(snapshot_bytes, tmp_path):
     small = tmp_path / 'g_ema.safetensors'
     invoke_ok(legacy.cli, ['export', f'--network={pkl}', f'--dest={small}', '--keys=G_ema', '--class-names=cat, dog,emu'])
     data = legacy.load_network_pkl(open(small, 'rb'))
-    assert sorted(data) == ['G_ema', 'class_names', 'training_set_kwargs'] and small.stat().st_size < 0.5 * (tmp_path / 'out.safetensors').stat().st_size
+    assert sorted(data) == ['G_ema', 'class_names', 'tensor_checksums', 'training_set_kwargs'] and small.stat().st_size < 0.5 * (tmp_path / 'out.safetensors').stat().st_size
     G, class_names = legacy.load_generator(str(small))
     assert type(G) is Generator and class_names == ['cat', 'dog', 'emu'] == legacy.read_class_names(small)
     assert legacy.load_generator(str(tmp_path / 'out.safetensors'))[1] is None and legacy.read_class_names(tmp_path / 'out.safetensors') is None

@@ -106,7 +106,8 @@ def test_short_run_writes_every_artifact(dataset, tmp_path):
 
     with open(os.path.join(run_dir, snapshots[-1]), 'rb') as f:
         snapshot = pickle.load(f)
-    assert set(snapshot) == {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs'}
+    assert set(snapshot) == {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs', 'tensor_checksums'}
+    assert snapshot['tensor_checksums'] == legacy.tensor_checksums(snapshot)
     assert snapshot['training_set_kwargs']['path'] == dataset
     assert not any(p.requires_grad for p in snapshot['G_ema'].parameters())
 

@@ -561,6 +561,7 @@ def training_loop(
                     snapshot['class_names'] = class_names
                 for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe)]:
                     snapshot[name] = None if module is None else copy.deepcopy(module).cpu().eval().requires_grad_(False)
+                snapshot[legacy.CHECKSUMS_KEY] = legacy.tensor_checksums(snapshot) # Damaged files are refused when loaded.
                 with dnnlib.util.atomic_write(snapshot_pkl) as f:
                     pickle.dump(snapshot, f)
                 del snapshot
