@@ -203,7 +203,8 @@ def free_port():
 
 def test_page_zooms_in_a_real_browser(network, tmp_path):
     """Headless Chromium opens the page, zooms in three levels with the keyboard, and the view shows
-    rendered tiles that change with the zoom. VIEWER_SCREENSHOT=path keeps the last screenshot (the README's)."""
+    rendered tiles that change with the zoom. VIEWER_SCREENSHOT=path keeps the first view (the README's screenshot,
+    with VIEWER_TEST_NETWORK=models/creps-fmnist32.safetensors)."""
     missing = [what for what, ok in [('chromium', CHROMIUM), ('chromedriver', CHROMEDRIVER), ('web/node_modules (npm ci --prefix web)',
         os.path.isdir(viewer.OSD_DIR))] if not ok]
     if missing:
@@ -212,6 +213,7 @@ def test_page_zooms_in_a_real_browser(network, tmp_path):
     from selenium.webdriver.chrome.service import Service # pylint: disable=import-outside-toplevel
 
     port = free_port()
+    network = os.environ.get('VIEWER_TEST_NETWORK', network) # The README's screenshot shows the shipped model.
     server = subprocess.Popen([sys.executable, os.path.join(REPO, 'viewer.py'), f'--network={network}', f'--port={port}', '--device=cpu'],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
     options = webdriver.ChromeOptions()
@@ -244,6 +246,8 @@ def test_page_zooms_in_a_real_browser(network, tmp_path):
             return state[0], np.asarray(view).astype(float)
         first_tiles, view = settled()
         shots = [view]
+        if os.environ.get('VIEWER_SCREENSHOT'):
+            driver.save_screenshot(os.environ['VIEWER_SCREENSHOT'])
         canvas = driver.find_element('css selector', '#view .openseadragon-canvas')
         get_zoom = lambda: driver.execute_script('return creps.viewer.viewport.getZoom(false)') # The zoom being animated to.
         start_zoom = get_zoom()
@@ -260,8 +264,6 @@ def test_page_zooms_in_a_real_browser(network, tmp_path):
             assert view.std() > 5 # Rendered tiles, not a blank canvas.
         for a, b in zip(shots[:-1], shots[1:]):
             assert np.abs(a - b).mean() > 2 # The view changed with the zoom.
-        if os.environ.get('VIEWER_SCREENSHOT'):
-            driver.save_screenshot(os.environ['VIEWER_SCREENSHOT'])
     finally:
         if driver is not None:
             driver.quit()
