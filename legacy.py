@@ -178,11 +178,10 @@ def read_class_names(path):
     help texts); None when it names none, or is not such a file."""
     try:
         with open(path, 'rb') as f:
-            header_len = struct.unpack('<Q', f.read(8))[0]
-            header = json.loads(f.read(min(header_len, MAX_SAFETENSORS_HEADER)))
-        extras = json.loads(header['__metadata__']['extras'])
-        names = extras['class_names']
-    except (OSError, ValueError, struct.error, KeyError, TypeError):
+            head = f.read(8)
+            head += f.read(min(struct.unpack('<Q', head)[0], MAX_SAFETENSORS_HEADER))
+        names = json.loads(_safetensors_metadata(head)['extras'])['class_names']
+    except (OSError, ValueError, struct.error, KeyError, TypeError, AttributeError):
         return None
     return names if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
 
@@ -543,11 +542,15 @@ def _is_safetensors(f):
     f.seek(pos)
     return len(head) == 9 and head[8:9] == b'{' and 2 <= struct.unpack('<Q', head[:8])[0] < MAX_SAFETENSORS_HEADER
 
+def _safetensors_metadata(head):
+    """The __metadata__ dict of a safetensors file from its first bytes `head` (the 8-byte header
+    length and the JSON header; more may follow); {} when it has none."""
+    header_len = struct.unpack('<Q', head[:8])[0]
+    return json.loads(bytes(head[8:8 + header_len]).decode('utf-8')).get('__metadata__') or {}
+
 def _load_safetensors(buffer, source):
     try:
-        header_len = struct.unpack('<Q', buffer[:8])[0]
-        header = json.loads(buffer[8:8 + header_len].decode('utf-8'))
-        metadata = header.get('__metadata__') or {}
+        metadata = _safetensors_metadata(buffer)
         if metadata.get('format') != SAFETENSORS_FORMAT:
             raise NetworkPickleError(f'{source}: a safetensors file, but not one written by legacy.export_safetensors '
                 f'(metadata format {metadata.get("format")!r}, expected {SAFETENSORS_FORMAT!r})')

@@ -342,9 +342,9 @@ class Viewer:
             seed, class_idx, psi = parse_seed(str(body['seed'])), self.parse_class(str(body['cls'])), parse_psi(str(body['psi']))
             viewport = [float(v) for v in body['viewport']]
             width, height = parse_int(str(body['width']), 'width'), parse_int(str(body['height']), 'height')
+        except BadRequest:
+            raise
         except (ValueError, KeyError, TypeError) as err:
-            if isinstance(err, BadRequest):
-                raise
             raise BadRequest(f'expected JSON {{seed, cls, psi, viewport: [x0, x1, y0, y1], width, height}} ({type(err).__name__}: {err})') from None
         if not self.lines_based:
             raise BadRequest('this network renders only at its training resolution')
