@@ -127,12 +127,13 @@ def subprocess_fn(rank, init_method, args):
         torch.backends.cuda.matmul.allow_tf32 = False # Metrics in full float32, as NVIDIA's.
         torch.backends.cudnn.allow_tf32 = False
 
+    feature_cache = dict() # One G: the metrics share their features.
     for metric in args.metrics:
         if rank == 0 and args.verbose:
             click.echo(f'Calculating {metric}...', err=True)
         progress = metric_utils.ProgressMonitor(verbose=args.verbose)
         result_dict = metric_main.calc_metric(metric=metric, G=args.G, dataset_kwargs=args.dataset_kwargs,
-            num_gpus=args.num_gpus, rank=rank, device=device, progress=progress)
+            num_gpus=args.num_gpus, rank=rank, device=device, progress=progress, feature_cache=feature_cache)
         if rank == 0:
             try:
                 metric_main.report_metric(result_dict, run_dir=args.run_dir, snapshot_pkl=local_path(args.network_pkl) or args.network_pkl)
@@ -194,13 +195,16 @@ def calc_metrics(network_pkl, metrics, data, mirror, gpus, device, verbose, ince
       sc50k_x2, sc50k_x4               Scale consistency: PSNR of a 2x (4x) render,
                                        pooled to 1x, against the 1x render.
       fid50k_full_x2, fid50k_full_x4   FID of 2x (4x) renders against the full dataset.
-      fid1k_full, kid1k_full, pr1k3_full, sc1k_x2, sc1k_x4, fid1k_full_x2
-                                       The same with 1000 generated images, for CPUs.
-      fid10k, kid10k                   10000 generated images against a fixed random
+      fid10k, kid10k, fid10k_x2, fid10k_x4, eqt10k_int
+                                       10000 generated images against a fixed random
                                        sample of 10000 of the dataset, for CPUs.
+      fid1k_full, kid1k_full, pr1k3_full, sc1k_x2, sc1k_x4, sc1k_x8, fid1k_full_x2
+                                       The same with 1000 generated images (scale
+                                       consistency: 1000 samples, enough for 0.01 dB).
 
     \b
-    Each result is printed to stdout as one JSON line and appended to
+    Metrics named together share their Inception features (fid10k,kid10k cost
+    one pass over the images). Each result is printed to stdout as one JSON line and appended to
     metric-<name>.jsonl in --run-dir (default: the folder of a local --network other
     than the shipped model).
     Detectors are downloaded once into ~/.cache/dnnlib (or $DNNLIB_CACHE_DIR).

@@ -42,9 +42,10 @@ def trace_sqrt_product(sigma_a, sigma_b):
     product = root_b @ sigma_a @ root_b
     return float(np.sqrt(np.clip(np.linalg.eigvalsh((product + product.T) / 2), 0, None)).sum())
 
-def compute_fid(opts, max_real, num_gen, gen_fn=None):
+def compute_fid(opts, max_real, num_gen, gen_fn=None, gen_key=None):
     """FID between the first `max_real` dataset images (None = all) and
-    `num_gen` generated images. `gen_fn` as compute_feature_stats_for_generator().
+    `num_gen` generated images. `gen_fn` as compute_feature_stats_for_generator(),
+    `gen_key` as compute_feature_stats_for_dataset_and_generator().
     NaN on ranks other than 0. Raises MetricError, before any work, when the
     dataset has fewer than 2 images (no covariance)."""
     metric_utils.check_real_images(opts, min_items=2, max_items=max_real, what='FID')
@@ -52,7 +53,7 @@ def compute_fid(opts, max_real, num_gen, gen_fn=None):
     detector_kwargs = dict(return_features=True) # The 2048 pool features, before the classifier.
 
     real_stats, gen_stats = metric_utils.compute_feature_stats_for_dataset_and_generator(opts=opts, detector_url=detector_url,
-        detector_kwargs=detector_kwargs, max_real=max_real, num_gen=num_gen, gen_fn=gen_fn, capture_mean_cov=True)
+        detector_kwargs=detector_kwargs, max_real=max_real, num_gen=num_gen, gen_fn=gen_fn, gen_key=gen_key, capture_mean_cov=True)
     mu_real, sigma_real = real_stats.get_mean_cov()
     mu_gen, sigma_gen = gen_stats.get_mean_cov()
 

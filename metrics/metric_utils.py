@@ -284,7 +284,7 @@ class MetricOptions:
     reports progress to `progress` (a ProgressMonitor); the others are silent.
     """
 
-    def __init__(self, G=None, G_kwargs={}, dataset_kwargs={}, num_gpus=1, rank=0, device=None, progress=None, cache=True):
+    def __init__(self, G=None, G_kwargs={}, dataset_kwargs={}, num_gpus=1, rank=0, device=None, progress=None, cache=True, feature_cache=None):
         assert 0 <= rank < num_gpus
         self.G              = G                                 # Generator (torch.nn.Module), any device; copied to `device`.
         self.G_kwargs       = dnnlib.EasyDict(G_kwargs)         # Extra keyword arguments of G() (truncation_psi, force_fp32, ...).
@@ -295,6 +295,9 @@ class MetricOptions:
             torch.device('cuda', rank) if torch.cuda.is_available() else torch.device('cpu'))
         self.progress       = progress.sub() if progress is not None and rank == 0 else ProgressMonitor()
         self.cache          = cache                             # Read and write the dataset statistics cache.
+        self.feature_cache  = feature_cache                     # Dict shared by the metrics of one G (None = no sharing): FeatureStats
+                                                                # already computed, so that FID and KID of the same images cost one
+                                                                # Inception pass; see shared_feature_stats().
 
 #----------------------------------------------------------------------------
 # Random latents and labels.
@@ -402,10 +405,15 @@ class FeatureStats:
         return torch.from_numpy(self.get_all())
 
     def get_mean_cov(self):
-        """Mean and (population, divided by N) covariance of the features, float64, as NVIDIA."""
-        assert self.capture_mean_cov
-        mean = self.raw_mean / self.num_items
-        cov = self.raw_cov / self.num_items
+        """Mean and (population, divided by N) covariance of the features, float64, as NVIDIA;
+        from the running sums, or else from all the features."""
+        assert self.capture_mean_cov or self.capture_all
+        raw_mean, raw_cov = self.raw_mean, self.raw_cov
+        if not self.capture_mean_cov:
+            x64 = self.get_all().astype(np.float64)
+            raw_mean, raw_cov = x64.sum(axis=0), x64.T @ x64
+        mean = raw_mean / self.num_items
+        cov = raw_cov / self.num_items
         cov = cov - np.outer(mean, mean)
         return mean, cov
 
@@ -631,15 +639,36 @@ def compute_feature_stats_for_generator(opts, detector_url, detector_kwargs, rel
 
 #----------------------------------------------------------------------------
 
-def compute_feature_stats_for_dataset_and_generator(opts, detector_url, detector_kwargs, max_real, num_gen, gen_fn=None, **stats_kwargs):
+def compute_feature_stats_for_dataset_and_generator(opts, detector_url, detector_kwargs, max_real, num_gen, gen_fn=None, gen_key=None, **stats_kwargs):
     """(dataset FeatureStats, generator FeatureStats) of the first `max_real`
     dataset images (None = all) and `num_gen` generated images, with the
     progress split as StyleGAN3's two-set metrics split it: the dataset pass
-    (usually a cache hit) counts for nothing, the generator for everything."""
-    real_stats = compute_feature_stats_for_dataset(opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs,
-        rel_lo=0, rel_hi=0, max_items=max_real, **stats_kwargs)
-    gen_stats = compute_feature_stats_for_generator(opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs,
-        rel_lo=0, rel_hi=1, max_items=num_gen, gen_fn=gen_fn, **stats_kwargs)
+    (usually a cache hit) counts for nothing, the generator for everything.
+
+    With opts.feature_cache (a dict for the metrics of one G), both are taken from it
+    when an earlier metric computed them for the same images, detector and G_kwargs, and
+    are otherwise computed with all the features kept (capture_all, from which
+    get_mean_cov() derives the moments) and stored there, so that any later metric can
+    use them. A custom `gen_fn` is shared only under a `gen_key` that names what it renders.
+    """
+    shared = opts.feature_cache is not None and (gen_fn is None or gen_key is not None)
+    if shared:
+        stats_kwargs = dict(capture_all=True)
+
+    def cached(key, compute):
+        if not shared:
+            return compute()
+        key = _canonical(dict(key, detector_url=detector_url, detector_kwargs=detector_kwargs))
+        if key not in opts.feature_cache:
+            opts.feature_cache[key] = compute()
+        return opts.feature_cache[key]
+
+    real_stats = cached(dict(dataset_kwargs=opts.dataset_kwargs, num_items=num_real_images(opts, max_real)),
+        lambda: compute_feature_stats_for_dataset(opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs,
+            rel_lo=0, rel_hi=0, max_items=max_real, **stats_kwargs))
+    gen_stats = cached(dict(G_kwargs=opts.G_kwargs, gen_key=gen_key, num_items=num_gen),
+        lambda: compute_feature_stats_for_generator(opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs,
+            rel_lo=0, rel_hi=1, max_items=num_gen, gen_fn=gen_fn, **stats_kwargs))
     return real_stats, gen_stats
 
 #----------------------------------------------------------------------------

@@ -131,6 +131,6 @@ def compute_fid_at_scale(opts, max_real, num_gen, scale):
         rows, cols = scale_lines(G.img_resolution, scale, device=z.device)
         return area_downsample(G(z=z, c=c, rows=rows, cols=cols, **G_kwargs), scale)
 
-    return frechet_inception_distance.compute_fid(opts, max_real=max_real, num_gen=num_gen, gen_fn=gen_fn)
+    return frechet_inception_distance.compute_fid(opts, max_real=max_real, num_gen=num_gen, gen_fn=gen_fn, gen_key=f'area-downsampled scale {scale}')
 
 #----------------------------------------------------------------------------

@@ -97,19 +97,27 @@ def test_snapshot_metrics_are_reported_and_the_dataset_statistics_cached(setup):
     for line in lines:
         with open(os.path.join(setup.run_dir, f'metric-{line["metric"]}.jsonl')) as f:
             assert json.loads(f.read()) == line
-    # FID keeps means and covariances, KID all features: two cache files, each of the 8 real images.
-    assert len(os.listdir(setup.root / 'cache' / 'gan-metrics')) == 2
-    assert images_seen(setup.detector) == 2 * 8 + 2 * 24
+    # The two metrics share their features: the 8 real and 24 generated images pass the detector
+    # once, and one cache file (all the real features) serves both.
+    assert len(os.listdir(setup.root / 'cache' / 'gan-metrics')) == 1
+    assert images_seen(setup.detector) == 8 + 24
     assert metric_utils.INCEPTION_ENV not in os.environ # The override is the command's only.
 
     # Again: real statistics from the cache (the detector sees only generated images), same numbers.
     second = run_ok(args + ['--verbose', 'false'])
     assert second.stderr == ''
-    assert images_seen(setup.detector) == 2 * 8 + 4 * 24
+    assert images_seen(setup.detector) == 8 + 2 * 24
     again = json_lines(second.stdout)
     assert again[0]['results'] == lines[0]['results'] and again[1]['results'] == lines[1]['results']
+
     with open(os.path.join(setup.run_dir, 'metric-fid24_full.jsonl')) as f:
         assert len(f.read().splitlines()) == 2
+
+    # Each metric alone, from its own features: the numbers of the shared run (FID from running
+    # sums instead of all features: equal to rounding).
+    for line in lines:
+        alone = json_lines(run_ok(args[:2] + ['--metrics', line['metric']] + args[4:]).stdout)[0]['results']
+        assert alone == pytest.approx(line['results'], rel=1e-9)
 
 def test_dataset_from_training_options_or_data(setup):
     with open(setup.snapshot, 'wb') as f:
@@ -192,14 +200,15 @@ def test_cpu_variants_use_a_fixed_random_sample_of_the_reals(setup, monkeypatch)
     first = images_seen(setup.detector)
     again = json_lines(run_ok(args).stdout) # The same sample of reals again: its statistics come from the cache.
     generated = images_seen(setup.detector) - first
-    assert first - generated == 2 * 5 # Of the 8 real images, 5 (the dataset's max_size subset), for each metric.
+    assert first - generated == 5 # Of the 8 real images, 5 (the dataset's max_size subset), shared by both metrics.
     assert [line['results'] for line in again] == [line['results'] for line in lines]
 
 def test_registry():
     names = metric_main.list_valid_metrics()
     expected = ['fid50k_full', 'kid50k_full', 'pr50k3_full', 'ppl2_wend', 'eqt50k_int', 'eqt50k_frac', 'eqr50k',
         'fid50k', 'kid50k', 'pr50k3', 'is50k', 'sc50k_x2', 'sc50k_x4', 'fid50k_full_x2', 'fid50k_full_x4',
-        'fid10k', 'kid10k', 'fid1k_full', 'kid1k_full', 'pr1k3_full', 'sc1k_x2', 'sc1k_x4', 'fid1k_full_x2']
+        'fid10k', 'kid10k', 'fid10k_x2', 'fid10k_x4', 'eqt10k_int',
+        'fid1k_full', 'kid1k_full', 'pr1k3_full', 'sc1k_x2', 'sc1k_x4', 'sc1k_x8', 'fid1k_full_x2']
     assert [name for name in names if name in expected] == expected # In this order, for calc_metrics' error message.
     assert all(metric_main.is_valid_metric(name) for name in names)
     assert not metric_main.is_valid_metric('fid')

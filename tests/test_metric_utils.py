@@ -86,6 +86,12 @@ def test_feature_stats_mean_cov_and_max_items():
     stats.append_torch(torch.ones([3, 5])) # Beyond max_items: ignored.
     assert stats.num_items == 40
 
+    # Kept features alone give the same moments (what metrics sharing one FeatureStats rely on).
+    features_only = metric_utils.FeatureStats(capture_all=True, max_items=40)
+    features_only.append(x)
+    for derived, summed in zip(features_only.get_mean_cov(), (mean, cov)):
+        np.testing.assert_allclose(derived, summed, rtol=1e-12, atol=1e-14)
+
 def test_feature_stats_save_load(tmp_path):
     stats = metric_utils.FeatureStats(capture_all=True, capture_mean_cov=True, max_items=10)
     stats.append_torch(torch.arange(12.0).reshape(4, 3))

@@ -176,6 +176,21 @@ def test_fid_at_scale_of_a_constant_generator_is_plain_fid(fid_opts):
     for scale in [2, 4]:
         assert sc.compute_fid_at_scale(opts, max_real=None, num_gen=12, scale=scale) == pytest.approx(plain, rel=1e-6)
 
+def test_fid_at_scale_shares_the_real_features_but_not_the_renders(fid_opts):
+    # With a feature cache (the metrics of one calc_metrics call), FID at scale 2 takes the real
+    # statistics of plain FID and renders its own images: a generator whose renders depend on the
+    # scale gets another FID, the one it gets alone.
+    alone = fid_opts(ToyGenerator(high_frequency_fn))
+    expected = [frechet_inception_distance.compute_fid(alone, max_real=None, num_gen=12),
+        sc.compute_fid_at_scale(alone, max_real=None, num_gen=12, scale=2)]
+    assert expected[0] != pytest.approx(expected[1], rel=1e-3)
+    opts = fid_opts(ToyGenerator(high_frequency_fn))
+    opts.feature_cache = dict()
+    shared = [frechet_inception_distance.compute_fid(opts, max_real=None, num_gen=12),
+        sc.compute_fid_at_scale(opts, max_real=None, num_gen=12, scale=2)]
+    assert shared == pytest.approx(expected, rel=1e-9)
+    assert len(opts.feature_cache) == 3 # The reals once; generated images at scales 1 and 2.
+
 def test_fid_at_scale_of_creps(fid_opts):
     fid = sc.compute_fid_at_scale(fid_opts(tiny_creps()), max_real=10, num_gen=8, scale=2)
     assert math.isfinite(fid) and fid >= 0

@@ -580,9 +580,10 @@ def training_loop(
             if metrics and is_main:
                 print('Evaluating metrics...')
             with _random_state_kept(device):
+                feature_cache = dict() # This snapshot's metrics share their features.
                 for metric in metrics:
                     result = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=training_set_kwargs,
-                        num_gpus=num_gpus, rank=rank, device=device)
+                        num_gpus=num_gpus, rank=rank, device=device, feature_cache=feature_cache)
                     if is_main:
                         metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
                     stats_metrics.update(result.results)
