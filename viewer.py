@@ -15,7 +15,8 @@ A tile's URL is a pure function of (network, seed, class, psi, level, x, y), so 
 served with immutable caching headers and kept in a bounded in-process LRU. Tile requests
 wait in one queue, rendered on one device thread in strips that share their rows; a
 request whose browser stopped waiting (a tile panned out of view) is dropped from the
-queue before it is rendered. Downloads render the current view at a chosen size through
+queue before it is rendered; the page cancels the requests of tiles that left the view
+(OpenSeadragon itself lets them run to their end). Downloads render the current view at a chosen size through
 gen_images' tiled path on a second thread, with progress.
 """
 
@@ -167,7 +168,7 @@ class TileRenderer:
         self.max_pending = max_pending
         self.cache = LRUCache(cache_bytes)
         self.pending = collections.OrderedDict() # key -> Pending, oldest first.
-        self.stats = collections.Counter()       # rendered, dropped, batches, cache_hits.
+        self.stats = collections.Counter()       # rendered, dropped, cancelled (requests), batches, cache_hits.
         self.latencies = collections.deque(maxlen=10000) # Seconds from request to PNG, of the tiles not in the cache.
         self._ws = collections.OrderedDict()     # (seed, class, psi) -> ws, a few recent ones.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='tiles')
@@ -199,6 +200,9 @@ class TileRenderer:
         start = time.perf_counter()
         try:
             png = await asyncio.shield(entry.future)
+        except asyncio.CancelledError: # The client went away (the page cancels tiles that left the view).
+            self.stats['cancelled'] += 1
+            raise
         finally:
             entry.waiters -= 1
         self.latencies.append(time.perf_counter() - start)

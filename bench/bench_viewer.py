@@ -3,7 +3,8 @@
 Starts viewer.py (in its own process) and headless Chromium, which zooms in by key
 presses (1.2x each), pans now and then, and zooms out again, for --seconds. Prints one
 JSON line: tile latency from request to PNG (median, p95; tiles not in the cache), tiles
-rendered per second, tiles dropped (requested, then not needed any more), render calls
+rendered per second, requests the page cancelled (tiles that left the view) and tiles
+dropped from the queue for it (never rendered), render calls
 (strips of tiles), the peak resident memory of the server process, and this machine's
 float32 matmul rate for scale.
 
@@ -114,7 +115,7 @@ def main(network, device, seconds):
         server.wait(timeout=30)
     print(json.dumps(dict(network=os.path.basename(network), device=device, seconds=round(elapsed, 1), key_presses=presses,
         tiles_loaded_by_page=tiles_loaded, tiles_rendered=stats.get('rendered', 0), tiles_per_s=round(stats.get('rendered', 0) / elapsed, 2),
-        tiles_dropped=stats.get('dropped', 0), render_calls=stats.get('batches', 0), cache_hits=stats.get('cache_hits', 0),
+        requests_cancelled=stats.get('cancelled', 0), tiles_dropped=stats.get('dropped', 0), render_calls=stats.get('batches', 0), cache_hits=stats.get('cache_hits', 0),
         latency_median_s=stats.get('latency_median_s'), latency_p95_s=stats.get('latency_p95_s'),
         server_rss_idle_gb=round(idle_rss / 2**30, 3), server_rss_peak_gb=round(rss.get('peak', 0) / 2**30, 3),
         matmul_gflops=round(gflops, 1))))

@@ -4,6 +4,7 @@ a real headless Chromium."""
 
 import asyncio
 import io
+import json
 import os
 import pickle
 import shutil
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import numpy as np
 import PIL.Image
@@ -260,6 +262,22 @@ def test_page_zooms_in_a_real_browser(network, tmp_path):
             shots.append(view)
         assert get_zoom() >= start_zoom * 8 * 0.999
         assert tiles > first_tiles # Deeper levels were rendered on demand.
+
+        # A fast sweep: the view pans by a view's width every 40 ms, much faster than tiles render, and
+        # comes back. The page cancels the requests of the tiles it left (the server sees them go), none
+        # of them counts as failed, and the final view loads completely (cancelled tiles load again).
+        driver.execute_script('''
+            const viewport = creps.viewer.viewport, home = viewport.getCenter(), step = viewport.getBounds().width;
+            for (let i = 1; i <= 12; i++) setTimeout(() => viewport.panTo(new OpenSeadragon.Point(home.x + i * step, home.y)), 40 * i);
+            setTimeout(() => viewport.panTo(home), 40 * 13);
+        ''')
+        time.sleep(1)
+        _tiles, back = settled()
+        assert np.abs(back - view).mean() < 1 # The view it left, exactly.
+        with urllib.request.urlopen(f'http://127.0.0.1:{port}/api/stats') as f:
+            stats = json.load(f)
+        cancelled = driver.execute_script('return creps.tilesCancelled')
+        assert cancelled > 0 and stats['cancelled'] > 0, (cancelled, stats)
         for view in shots:
             assert view.std() > 5 # Rendered tiles, not a blank canvas.
         for a, b in zip(shots[:-1], shots[1:]):

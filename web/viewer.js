@@ -5,7 +5,7 @@
 'use strict';
 
 const $ = (id) => document.getElementById(id);
-const creps = window.creps = { tilesLoaded: 0, tilesFailed: 0 }; // Read by the browser test.
+const creps = window.creps = { tilesLoaded: 0, tilesFailed: 0, tilesCancelled: 0 }; // Read by the browser test.
 
 function showStatus(text) { $('status').textContent = text; }
 
@@ -20,6 +20,49 @@ function currentImage(info) {
   return `${info.token}/${$('seed').value || 0}/${encodeURIComponent(cls)}/${Number($('psi').value)}`;
 }
 
+// Tile requests in flight. OpenSeadragon lets a request run to its end even when its tile has left
+// the view, and the server renders one in its turn, so a fast zoom would queue seconds of renders
+// nobody sees. Each request is a fetch() with its own AbortController: pruneRequests() cancels the
+// stale ones, and the server drops a queued tile once no request waits for it.
+const inflight = new Set();
+const CANCELLED = 'cancelled: out of view';
+
+function downloadTileStart(job) {
+  const request = { job, controller: new AbortController(), abortedByOpenSeadragon: false };
+  job.userData.request = request;
+  inflight.add(request);
+  fetch(job.src, { signal: request.controller.signal })
+    .then(async (response) => {
+      if (!response.ok) throw new Error(await response.text());
+      return response.blob();
+    })
+    .then((blob) => job.finish(blob, null, 'rasterBlob'))
+    .catch((err) => { if (!request.abortedByOpenSeadragon) job.fail(request.controller.signal.aborted ? CANCELLED : err.message, null); })
+    .finally(() => inflight.delete(request));
+}
+
+function downloadTileAbort(job) { // OpenSeadragon's own abort (a timeout): it fails the job itself.
+  const { request } = job.userData;
+  if (request) { request.abortedByOpenSeadragon = true; request.controller.abort(); }
+}
+
+// Cancel the requests of another image, of tiles outside the view (with half a view of margin on
+// every side, for a pan), or of levels finer than the view needs (its pixels at 2x the screen's).
+function pruneRequests(viewer) {
+  const item = viewer.world.getItemAt(0);
+  const view = viewer.viewport.getBounds(true);
+  const margin = new OpenSeadragon.Rect(view.x - view.width / 2, view.y - view.height / 2, view.width * 2, view.height * 2);
+  const screenPixels = viewer.viewport.getContainerSize().x * OpenSeadragon.pixelDensityRatio;
+  const finest = Math.ceil(Math.log2(screenPixels / view.width)) + 1; // Level l is 2^l pixels wide.
+  for (const request of inflight) {
+    const { job } = request;
+    const tile = job.tile;
+    const wanted = item && job.source === item.source && tile.level <= finest
+      && margin.intersection(item.source.getTileBounds(tile.level, tile.x, tile.y)) !== null;
+    if (!wanted) request.controller.abort();
+  }
+}
+
 function tileSource(info) {
   const image = currentImage(info);
   if (!info.lines) return { type: 'image', url: `/image/${image}.png`, buildPyramid: false };
@@ -29,6 +72,7 @@ function tileSource(info) {
     width: side, height: side, tileSize: info.tile_size, tileOverlap: 0,
     minLevel: offset, maxLevel: info.max_level + offset,
     getTileUrl: (level, x, y) => `/tile/${image}/${level - offset}/${x}/${y}.png`,
+    downloadTileStart, downloadTileAbort,
   };
 }
 
@@ -101,7 +145,23 @@ async function main() {
     homeFillsViewer: false, showRotationControl: false,
   });
   viewer.addHandler('tile-loaded', () => { creps.tilesLoaded++; });
-  viewer.addHandler('tile-load-failed', (event) => { creps.tilesFailed++; showStatus(`A tile failed to load: ${event.message}`); });
+  viewer.addHandler('tile-load-failed', (event) => {
+    if (event.message === CANCELLED) {
+      // OpenSeadragon marks a failed tile as missing for good once this handler returns; a
+      // cancelled one must load again when it comes back into view.
+      creps.tilesCancelled++;
+      queueMicrotask(() => { event.tile.exists = true; });
+      return;
+    }
+    creps.tilesFailed++;
+    showStatus(`A tile failed to load: ${event.message}`);
+  });
+  let lastPrune = 0;
+  viewer.addHandler('animation', () => {
+    if (performance.now() - lastPrune > 100) { lastPrune = performance.now(); pruneRequests(viewer); }
+  });
+  viewer.addHandler('animation-finish', () => pruneRequests(viewer));
+  viewer.world.addHandler('add-item', () => pruneRequests(viewer));
   const home = () => { if (info.lines) viewer.viewport.fitBounds(frameRect(info), true); };
   viewer.addOnceHandler('open', home);
   creps.home = home;
