@@ -127,7 +127,7 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, s
 
     lines, num_tiles = None, 1
     if render.supports_lines(G.synthesis):
-        width, height = render.viewport_size(G.img_resolution, viewport or (0, 1, 0, 1), scale=scale, size=size)
+        width, height = cli.output_size(G.img_resolution, scale=scale, size=size, viewport=viewport)
         cli.check_output_memory(f'--scale={scale:g}' if size is None else f'--size={size[0]}x{size[1]}', min(batch_size, len(seeds)), height, width, G.img_channels)
         lines = render.lines_for_viewport(G.img_resolution, viewport or (0, 1, 0, 1), scale=scale, size=size)
         tile = tile or render.auto_tile(batch_size, height, width, G.img_channels)

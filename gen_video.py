@@ -234,7 +234,7 @@ def generate_video(ctx, network_pkl, seeds, output, grid, num_keyframes, w_frame
             '--scale, --size, --tile and zoom videos need a CREPS network')
     if lines_based: # A frame exists whole, to be encoded.
         cli.check_output_memory(f'--scale={scale:g}' if size is None else f'--size={size[0]}x{size[1]}', 1,
-            *render.viewport_size(G.img_resolution, scale=scale, size=size)[::-1], 3)
+            *cli.output_size(G.img_resolution, scale=scale, size=size)[::-1], 3)
     lines = render.lines_for_viewport(G.img_resolution, scale=scale, size=size) if lines_based else None
     height, width = (len(lines[0]), len(lines[1])) if lines_based else (G.img_resolution, G.img_resolution)
 

@@ -106,13 +106,13 @@ def test_truncation(pickles, tmp_path):
 
 @pytest.mark.numerics
 def test_viewport(pickles, tmp_path):
-    # The left half of the frame at scale 2 equals the left columns of the full scale-2 render.
+    # The middle of the frame at scale 2 (64 pixels: pixel k at k / 63) is that crop of the full render,
+    # with half as many pixels as the frame has (32, not 33 from one end to the other).
     run_ok(['--network', pickles['uncond'], '--seeds=4', '--scale=2', '--outdir', tmp_path / 'full'])
-    step = 1 / 63
-    run_ok(['--network', pickles['uncond'], '--seeds=4', '--scale=2', f'--viewport=0,{31 * step!r},0,1', '--outdir', tmp_path / 'vp'])
+    run_ok(['--network', pickles['uncond'], '--seeds=4', '--scale=2', '--viewport=0.25,0.75,0,1', '--outdir', tmp_path / 'vp'])
     full, half = load(image(tmp_path / 'full', 4)), load(image(tmp_path / 'vp', 4))
     assert half.shape == (64, 32, 3)
-    assert_same_quantized(half, full[:, :32])
+    assert_same_quantized(half, full[:, 16:48])
     # Beyond the training domain, with an explicit size.
     run_ok(['--network', pickles['uncond'], '--seeds=4', '--viewport=-1,2,-0.5,1.5', '--size=48x32', '--outdir', tmp_path / 'out'])
     assert load(image(tmp_path / 'out', 4)).shape == (32, 48, 3)
@@ -205,7 +205,8 @@ def test_class_by_name(pickles, tmp_path):
     ('--seeds=a,b', '--seeds'), ('--seeds=5-2', '--seeds'), ('--seeds=', '--seeds'), ('--seeds=-3', '--seeds'),
     ('--size=12x', '--size'), ('--size=0x5', '--size'), ('--size=12x12x3', '--size'),
     ('--viewport=0,1,0', '--viewport'), ('--viewport=0,1,a,1', '--viewport'), ('--viewport=0,1,0,inf', '--viewport'),
-    ('--viewport=0.5,0.5,0,1', 'is empty'),
+    ('--viewport=0.5,0.5,0,1', 'is empty'), ('--viewport=0.5,0.51,0,1', 'is 0.32x32 pixels at scale 1, less than one'),
+    ('--scale=0.01', 'scale 0.01 gives 0.32 pixels per side at resolution 32, less than one'),
     ('--scale=0', '--scale'), ('--scale=-1', '--scale'), ('--scale=x', '--scale'),
     ('--tile=0', '--tile'), ('--batch=0', '--batch'), ('--trunc=abc', '--trunc'),
     ('--noise-mode=loud', '--noise-mode'), ('--precision=fp8', '--precision'), ('--precision=fp16', '--precision'),

@@ -258,6 +258,7 @@ def test_an_encoder_failure_is_an_error_and_keeps_the_old_video(pickles, tmp_pat
     (['--seeds=0', '--class=1'], ['--class', 'unconditional']),
     (['--seeds=0', '--precision=fp16', '--device=cpu'], ['--precision', 'fp16 needs a CUDA device']),
     (['--seeds=0', '--scale=100000'], ['--scale=100000', 'need 27.94 TiB of memory']),
+    (['--seeds=0', '--scale=0.01'], ['--scale', 'scale 0.01 gives 0.32 pixels per side at resolution 32, less than one']),
 ])
 def test_bad_options(pickles, tmp_path, args, phrases):
     result = run(['--network', pickles['creps'], '--output', tmp_path / 'v.mp4'] + args)

@@ -135,11 +135,13 @@ def test_non_square_size_and_viewport():
     rows, cols = render.lines_for_size(width=30, height=9)
     img = render.render(G.synthesis, ws, rows, cols)
     assert img.shape == (1, 3, 9, 30)
-    # A viewport on grid points of a scale-2 frame reproduces that crop of the frame.
+    # A viewport centred on a pixel of the scale-2 frame (N = 32 pixels across the unit side)
+    # takes round(extent * N) pixels of the frame around it: that crop of the frame.
     full_rows, full_cols = render.lines_for_scale(G.img_resolution, 2)
     step = 1 / (len(full_cols) - 1)
-    vr, vc = render.lines_for_viewport(G.img_resolution, (4 * step, 20 * step, 10 * step, 13 * step), scale=2)
-    assert (len(vc), len(vr)) == (17, 4)
+    # Columns: centred on pixel 12, 17 of them; rows: the areas of pixels 10 to 13, centred between two.
+    vr, vc = render.lines_for_viewport(G.img_resolution, (4 * step, 20 * step, 9.5 * step, 13.5 * step), scale=2)
+    assert (len(vc), len(vr)) == (17, 4) # round(16 / 31 * 32), round(4 / 31 * 32)
     full = render.render(G.synthesis, ws, full_rows, full_cols)
     crop = render.render(G.synthesis, ws, vr, vc)
     assert (crop - full[:, :, 10:14, 4:21]).abs().max() <= 1e-5

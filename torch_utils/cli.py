@@ -14,6 +14,8 @@ import numpy as np
 import psutil
 import torch
 
+from torch_utils import render
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) # For paths in help texts.
 
 #----------------------------------------------------------------------------
@@ -84,6 +86,19 @@ def expand_path(_ctx, _param, value):
     if value is None or '://' in value:
         return value
     return os.path.expanduser(os.path.expandvars(value))
+
+def output_size(resolution, scale=1, size=None, viewport=None):
+    """(width, height) of render.lines_for_viewport(resolution, viewport, scale, size), or a click
+    error naming --scale or --viewport where the render would be less than one pixel wide or high."""
+    if size is None:
+        try:
+            render.samples_for_scale(resolution, scale)
+        except ValueError as err:
+            raise click.BadParameter(f'{err}', param_hint='--scale') from None
+    try:
+        return render.viewport_size(resolution, viewport or (0, 1, 0, 1), scale=scale, size=size)
+    except ValueError as err:
+        raise click.BadParameter(f'{err}; widen it or raise --scale', param_hint='--viewport') from None
 
 def check_output_memory(what, count, height, width, channels, available=None):
     """A click error, before anything renders, if `count` uint8 images of `height` x `width` x

@@ -28,34 +28,57 @@ def supports_lines(synthesis):
     return hasattr(synthesis, 'line_stage') and hasattr(synthesis, 'pixel_stage')
 
 def samples_for_scale(resolution, scale):
-    """Number of samples along a side at `scale`: round(resolution * scale), at least 1."""
+    """Number of samples along a side of the full frame at `scale`: round(resolution * scale);
+    ValueError where that is less than one pixel."""
     if not scale > 0:
         raise ValueError(f'scale must be positive, got {scale}')
-    return max(int(round(resolution * scale)), 1)
+    samples = int(round(resolution * scale))
+    if samples < 1:
+        raise ValueError(f'scale {scale:g} gives {resolution * scale:.3g} pixels per side at resolution {resolution}, less than one')
+    return samples
 
 def lines_for_viewport(resolution, viewport=(0, 1, 0, 1), scale=1.0, size=None):
     """Row and column coordinates (float32 tensors) sampling `viewport` = (x0, x1, y0, y1).
 
-    Both ends of each range are sampled. With `size` = (width, height) the viewport is
-    sampled with exactly that many columns and rows; otherwise with the pixel spacing
-    of the full frame at `scale`, so a viewport of the unit square gives the full frame.
+    With `size` = (width, height) the viewport is sampled with exactly that many columns
+    and rows, both ends of each range included. Otherwise it is a window into the frame at
+    `scale`, which has N = samples_for_scale() pixels across the unit side: round(|x1 - x0| * N)
+    columns (and likewise rows) at the frame's pixel spacing 1 / (N - 1), centred on the
+    viewport's centre, so that the unit square gives the full frame (linspace(0, 1, N)) and
+    the middle half of a 256-pixel frame its 128 middle pixels (not 129 from one end to the other).
     The viewport may extend beyond [0, 1] and may be flipped (x1 < x0).
     """
     x0, x1, y0, y1 = (float(v) for v in viewport)
     width, height = viewport_size(resolution, viewport, scale, size)
+    if size is None:
+        samples = samples_for_scale(resolution, scale)
+        x0, x1 = _centred_span(x0, x1, width, samples)
+        y0, y1 = _centred_span(y0, y1, height, samples)
     # torch.linspace in float32, exactly as the official release builds its training grid.
     return torch.linspace(y0, y1, height), torch.linspace(x0, x1, width)
 
+def _centred_span(a, b, count, samples):
+    """Ends of `count` samples at the spacing of `samples` across the unit side, centred on
+    (a + b) / 2, in the direction from a to b (exactly a and b for the unit side's `samples`)."""
+    half = (count - 1) / max(samples - 1, 1) / 2 * (1 if b >= a else -1)
+    centre = (a + b) / 2
+    return centre - half, centre + half
+
 def viewport_size(resolution, viewport=(0, 1, 0, 1), scale=1.0, size=None):
-    """(width, height) in pixels of lines_for_viewport(resolution, viewport, scale, size), without building them."""
+    """(width, height) in pixels of lines_for_viewport(resolution, viewport, scale, size), without
+    building them; ValueError where the viewport is less than one pixel wide or high."""
     if size is not None:
         width, height = (int(v) for v in size)
         if width < 1 or height < 1:
             raise ValueError(f'size must be at least 1x1, got {width}x{height}')
         return width, height
     x0, x1, y0, y1 = (float(v) for v in viewport)
-    intervals = samples_for_scale(resolution, scale) - 1 # Intervals across the unit side.
-    return int(round(abs(x1 - x0) * intervals)) + 1, int(round(abs(y1 - y0) * intervals)) + 1
+    samples = samples_for_scale(resolution, scale)
+    width, height = int(round(abs(x1 - x0) * samples)), int(round(abs(y1 - y0) * samples))
+    if width < 1 or height < 1:
+        raise ValueError(f'viewport {x0:g},{x1:g},{y0:g},{y1:g} is {abs(x1 - x0) * samples:.3g}x{abs(y1 - y0) * samples:.3g} pixels '
+            f'at scale {scale:g}, less than one')
+    return width, height
 
 def lines_for_scale(resolution, scale):
     """Row and column coordinates of the full frame at `scale` (any positive float)."""
