@@ -10,6 +10,7 @@ its weights) or a training-state file or run folder (continuing exactly).
 import json
 import os
 import re
+import signal
 import sys
 
 import click
@@ -132,22 +133,55 @@ def readable_training_state(states):
 # stop at the same tick) and an output that cannot be written (a full disk, say).
 STOPPING_ERRORS = (training_loop.TrainingDiverged, dnnlib.util.OutputError)
 
+class StopRequest:
+    """Ctrl-C as a request to stop: the first one lets training end cleanly (training_loop's
+    abort_fn: a snapshot and a training state at the current step, for --resume=<run folder>),
+    a second one stops at once. A signal handler while entered."""
+
+    def __init__(self, verbose):
+        self.verbose = verbose # Say so (one process of a group).
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *_exc):
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __call__(self):
+        return self.requested
+
+    def _handle(self, _signum, _frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        if self.verbose:
+            print('\nCtrl-C: stopping at the end of this step, with a snapshot and a training state to continue from '
+                '(train.py --resume=<run folder>); Ctrl-C again stops at once, without them.', file=sys.stderr, flush=True)
+
 def subprocess_fn(rank, init_method, c):
     """Body of every training process: join the group, log, train."""
     device = distributed.setup_process(rank=rank, world_size=c.num_gpus, base_device=c.device, init_method=init_method)
     c = dnnlib.EasyDict(c, rank=rank, device=str(device))
     try:
-        if rank == 0:
-            with dnnlib.util.Logger(os.path.join(c.run_dir, 'log.txt'), 'a'):
-                try:
-                    training_loop.training_loop(**c)
-                except STOPPING_ERRORS as err:
-                    print(f'Error: training stopped: {err}', file=sys.stderr) # Into log.txt as well, where it can be written.
-                    raise
-        else:
-            training_loop.training_loop(**c)
+        with StopRequest(verbose=(rank == 0)) as stop_request:
+            if rank == 0:
+                with dnnlib.util.Logger(os.path.join(c.run_dir, 'log.txt'), 'a'):
+                    try:
+                        training_loop.training_loop(**c, abort_fn=stop_request)
+                    except STOPPING_ERRORS as err:
+                        print(f'Error: training stopped: {err}', file=sys.stderr) # Into log.txt as well, where it can be written.
+                        raise
+            else:
+                training_loop.training_loop(**c, abort_fn=stop_request)
     except STOPPING_ERRORS:
         sys.exit(1) # Each is one line; the snapshots written before stay usable.
+    except KeyboardInterrupt: # The second Ctrl-C.
+        if rank == 0:
+            print('Stopped at once; the snapshots and training states written before are kept.', file=sys.stderr)
+        sys.exit(130)
 
 def launch_training(c, desc, outdir, dry_run, opts):
     """Print the options, make the run folder and start the processes."""
@@ -183,10 +217,17 @@ def launch_training(c, desc, outdir, dry_run, opts):
         with dnnlib.util.atomic_write(os.path.join(c.run_dir, COMMAND_LINE_FILE), 'wt') as f:
             json.dump({name: value for name, value in opts.items() if name not in NOT_RECORDED}, f, indent=2)
 
+    # Ctrl-C reaches every process of the terminal's group: spawned processes stop cleanly
+    # (StopRequest) while this one waits for them, rather than dying first.
+    spawning = c.num_gpus > 1 and world is None
+    previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if spawning else None
     try:
         distributed.launch(subprocess_fn, c.num_gpus, c)
     except torch.multiprocessing.ProcessExitedException as err: # A spawned process stopped with its message printed.
         sys.exit(err.exit_code or 1)
+    finally:
+        if spawning:
+            signal.signal(signal.SIGINT, previous_handler)
 
 #----------------------------------------------------------------------------
 

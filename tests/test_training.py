@@ -192,6 +192,28 @@ def test_resume_after_sigkill_is_bitwise_exact(dataset, tmp_path):
     assert_states_equal(final_state(resumed_dir), expected)
     assert float(final_state(resumed_dir)['networks']['augment_pipe']['p']) == float(expected['networks']['augment_pipe']['p'])
 
+def test_ctrl_c_stops_at_the_next_step_with_a_checkpoint(dataset, tmp_path):
+    # A long tick, so that the stop falls inside one; a DataLoader worker, which must survive the Ctrl-C.
+    args = [f'--data={dataset}', '--gpus=1', '--batch=4', '--kimg=100', '--tick=50', '--snap=1', '--aug=noaug', '--workers=1']
+    proc = train(tmp_path, *args, wait=False)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not glob.glob(str(tmp_path / '*' / 'training-state-*.pt')):
+        time.sleep(0.05) # Tick 0's checkpoint: training runs.
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGINT) # As a terminal sends it: to every process of the group.
+    _stdout, stderr = proc.communicate(timeout=120)
+    stderr = stderr.decode()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert 'Ctrl-C: stopping at the end of this step' in stderr and 'Traceback' not in stderr
+    run_dir = only_run_dir(tmp_path)
+    states = training_loop.training_states(run_dir)
+    assert len(states) == 2 # Tick 0's and the stop's.
+    stopped = training_loop.load_training_state(states[0])['progress']
+    assert 0 < stopped['cur_nimg'] < 50000 and stopped['cur_nimg'] % 4 == 0 and stopped['cur_tick'] == 2
+    with open(os.path.join(run_dir, 'log.txt')) as f:
+        assert 'Aborting: writing a snapshot and a training state to continue from' in f.read()
+    assert len(glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl'))) == 2
+
 def test_resume_from_a_run_folder_skips_a_damaged_newest_checkpoint(dataset, tmp_path):
     args = [f'--data={dataset}', '--gpus=1', '--batch=4', '--kimg=0.012', '--tick=0.004', '--snap=1', '--aug=noaug', '--workers=0']
     result = train(tmp_path / 'runs', *args)
@@ -357,6 +379,8 @@ def test_snapshot_labels_follow_one_rule_per_run():
     # A fractional duration: decimals for every snapshot of the run, so the last (3.4) is not a second 000003.
     assert [training_loop.snapshot_label(n, 1, 3.4) for n in [0, 3000, 3400]] == ['000000.000', '000003.000', '000003.400']
     assert training_loop.snapshot_label(40, 0.02, 0.04) == '000000.040'
+    # Stopped by request within a tick: decimals, unless on a whole kimg.
+    assert [training_loop.snapshot_label(n, 1, 4, stopped=True) for n in [208, 2000]] == ['000000.208', '000002']
 
 def test_nonfinite_gradients_are_zeroed_and_counted():
     layer = torch.nn.Linear(3, 2)

@@ -28,6 +28,7 @@ import json
 import os
 import pickle
 import re
+import signal
 import time
 
 import numpy as np
@@ -187,11 +188,13 @@ def save_image_grid(images, path, drange, grid_size):
 
 #----------------------------------------------------------------------------
 
-def snapshot_label(cur_nimg, kimg_per_tick, total_kimg):
+def snapshot_label(cur_nimg, kimg_per_tick, total_kimg, stopped=False):
     """The kimg in the file names of a run's snapshots, by one rule for the whole run: six digits, as
     NVIDIA's, when the tick and the duration are whole kimg (then no two snapshots share a label), else
-    with three decimals throughout (--kimg=3.4 would otherwise end on a second 000003)."""
-    if float(kimg_per_tick).is_integer() and float(total_kimg).is_integer():
+    with three decimals throughout (--kimg=3.4 would otherwise end on a second 000003). A snapshot
+    `stopped` by request within a tick has the decimals unless it falls on a whole kimg (it would
+    overwrite the tick's before it)."""
+    if float(kimg_per_tick).is_integer() and float(total_kimg).is_integer() and not (stopped and cur_nimg % 1000):
         return f'{cur_nimg // 1000:06d}'
     return f'{cur_nimg / 1000:010.3f}'
 
@@ -278,6 +281,18 @@ def _generate_grid(G_ema, grid_z, grid_c, batch_gpu):
 
 PROGRESS_INTERVAL = 60 # Seconds: within a long tick, a progress line at most this often (ticks take minutes on a CPU).
 
+def _ignore_interrupts(_worker_id):
+    """DataLoader workers leave Ctrl-C to the training process, which stops cleanly (they would quit at once)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+def _agreed(flag, num_gpus, device):
+    """`flag` of any process, in every process (all-reduced); the flag itself in one process."""
+    if num_gpus == 1:
+        return bool(flag)
+    flag = torch.tensor(float(flag), device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item())
+
 def _within_tick_progress(cur_nimg, tick_start_nimg, tick_start_time, kimg_per_tick, total_nimg):
     """A line on the way to the next tick: where it is, the rate so far and when the tick ends."""
     elapsed = time.time() - tick_start_time
@@ -322,7 +337,8 @@ def training_loop(
     trust_pickle            = False,    # Execute the code embedded in resume_pkl, as NVIDIA's loader does.
     cudnn_benchmark         = True,     # Let cuDNN pick its fastest algorithms (non-deterministic on CUDA).
     max_nonfinite_steps     = 100,      # Stop (TrainingDiverged) when a phase's gradients are non-finite in this many of its steps in a row, None = never.
-    abort_fn                = None,     # Called once per tick; returning True stops training.
+    abort_fn                = None,     # Returning True stops training with a snapshot and a training state (no metrics): polled
+                                        # after every step in one process (the tick ends there), at tick ends in several (agreed).
     progress_fn             = None,     # Called once per tick with (cur_nimg, total_nimg).
 ):
     options = full_options(**locals())
@@ -410,7 +426,7 @@ def training_loop(
     # starting it leaves the global random state untouched (exact resume).
     loader_rng = torch.Generator().manual_seed(random_seed * num_gpus + rank)
     data_iter = iter(torch.utils.data.DataLoader(dataset=training_set, sampler=sampler, batch_size=batch_size // num_gpus,
-        generator=loader_rng, **data_loader_kwargs))
+        generator=loader_rng, worker_init_fn=_ignore_interrupts, **data_loader_kwargs))
     consumed_iter = iter(consumed)
 
     # Snapshot grids: fixed reals, labels and latents.
@@ -488,7 +504,10 @@ def training_loop(
         ada_batches += 1
 
         done = (cur_nimg >= total_nimg)
-        tick_end = done or cur_tick == 0 or cur_nimg >= tick_start_nimg + kimg_per_tick * 1000
+        # In one process a stop request ends the tick at once (a CPU tick can last half an hour);
+        # several processes agree on it at the tick's end, without a synchronization per step.
+        stop_now = abort_fn is not None and num_gpus == 1 and abort_fn()
+        tick_end = done or stop_now or cur_tick == 0 or cur_nimg >= tick_start_nimg + kimg_per_tick * 1000
 
         # Adapt the augmentation probability; also at each tick end, so that a
         # checkpoint never holds a partly gathered interval.
@@ -534,14 +553,15 @@ def training_loop(
             steps_per_tick[key] = 0
 
         # Check for abort.
-        if not done and abort_fn is not None and abort_fn():
+        aborted = not done and abort_fn is not None and _agreed(stop_now or abort_fn(), num_gpus, device)
+        if aborted:
             done = True
             if is_main:
                 print()
-                print('Aborting...')
+                print('Aborting: writing a snapshot and a training state to continue from (train.py --resume=<run folder>)...')
 
         # Snapshots.
-        label = snapshot_label(cur_nimg, kimg_per_tick, total_kimg)
+        label = snapshot_label(cur_nimg, kimg_per_tick, total_kimg, stopped=aborted)
         if is_main and image_snapshot_ticks is not None and (done or cur_tick % image_snapshot_ticks == 0):
             with torch.no_grad():
                 images = _generate_grid(G_ema, grid_z, grid_c, batch_gpu)
@@ -576,7 +596,8 @@ def training_loop(
                     torch.save(state, f)
                 del state
 
-            # Metrics run on every process (they share the work).
+            # Metrics run on every process (they share the work); not when stopped by request (calc_metrics can).
+            metrics = [] if aborted else metrics
             if metrics and is_main:
                 print('Evaluating metrics...')
             with _random_state_kept(device):
