@@ -201,6 +201,8 @@ def calc_metrics(network_pkl, metrics, data, mirror, gpus, device, verbose, ince
       fid1k_full, kid1k_full, pr1k3_full, sc1k_x2, sc1k_x4, sc1k_x8, fid1k_full_x2
                                        The same with 1000 generated images (scale
                                        consistency: 1000 samples, enough for 0.01 dB).
+      fid1k, kid1k                     1000 generated images against a fixed random
+                                       sample of 2000 of the dataset: training curves.
 
     \b
     Metrics named together share their Inception features (fid10k,kid10k cost

@@ -2,12 +2,18 @@
 
     python docs/figures.py scales --out=docs/scales.png      # one sample at scales 1, 4 and 16, side by side
     python docs/figures.py classes --out=docs/classes.png    # a row of seeds per class, at scale 4
+    python docs/figures.py curves --run=CREPS=docs/runs/creps-fmnist32 --run=StyleGAN2=docs/runs/stylegan2-fmnist32
+                                                             # FID and KID against training time, from the runs' logs
 
 Each render goes through gen_images.py's own generate(); the renders are shown at one
 display size, the smaller ones enlarged with nearest-neighbour so that their pixels show.
+The curves come from the files train.py writes into a run folder (stats.jsonl and
+metric-<name>.jsonl), which docs/runs/ keeps for the README's runs.
 """
 
+import json
 import os
+import re
 import sys
 
 import click
@@ -73,6 +79,63 @@ def classes(seeds, scale, out):
     rows = [np.concatenate([render_at(G, seed, k, scale) for seed in seeds], axis=1) for k in range(G.c_dim)]
     grid = np.concatenate(rows, axis=0)
     save(PIL.Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid), out)
+
+SNAPSHOT_KIMG = re.compile(r'network-snapshot-(\d+(?:\.\d+)?)\.pkl')
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+def training_hours(stats):
+    """[(kimg, hours)] at each tick of a run's stats.jsonl lines: the time spent training, without
+    maintenance (snapshots and metrics, which a tick reports for the end of the tick before)."""
+    points, maintenance = [], 0
+    for line in stats:
+        maintenance += line['Timing/maintenance_sec']['mean']
+        points.append((line['Progress/kimg']['mean'], (line['Timing/total_sec']['mean'] - maintenance) / 3600))
+    return points
+
+def training_curve(run_dir, metric):
+    """[(kimg, training hours, value)] of metric-<metric>.jsonl in `run_dir`, one per snapshot: the
+    snapshot's kimg from its file name, its training time from the tick that ended there."""
+    ticks = training_hours(read_jsonl(os.path.join(run_dir, 'stats.jsonl')))
+    curve = []
+    for line in read_jsonl(os.path.join(run_dir, f'metric-{metric}.jsonl')):
+        kimg = float(SNAPSHOT_KIMG.fullmatch(os.path.basename(line['snapshot_pkl'])).group(1))
+        tick_kimg, hours = min(ticks, key=lambda tick: abs(tick[0] - kimg)) # Labels keep whole kimg of six-digit runs.
+        curve.append((tick_kimg, hours, line['results'][metric]))
+    return curve
+
+@main.command()
+@click.option('--run', 'runs', metavar='NAME=DIR', multiple=True, required=True, help='A run folder and its name in the legend (repeatable)')
+@click.option('--metrics', 'metric_names', default='fid1k,kid1k', show_default=True, help='One panel per metric, comma-separated')
+@click.option('--out', default=os.path.join(REPO, 'docs', 'curves.png'), show_default=True)
+def curves(runs, metric_names, out):
+    """Each metric of each run against its training time (and kimg, in the legend's table)."""
+    import matplotlib # pylint: disable=import-outside-toplevel
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt # pylint: disable=import-outside-toplevel
+    metric_names = metric_names.split(',')
+    fig, axes = plt.subplots(1, len(metric_names), figsize=(5.5 * len(metric_names), 4), squeeze=False)
+    positive = {metric: True for metric in metric_names}
+    for run in runs:
+        name, _, run_dir = run.partition('=')
+        for ax, metric in zip(axes[0], metric_names):
+            curve = training_curve(run_dir, metric)
+            last_kimg = curve[-1][0] if curve else 0
+            values = [value for _kimg, _hours, value in curve]
+            positive[metric] &= all(value > 0 for value in values)
+            ax.plot([hours for _kimg, hours, _value in curve], values, marker='o', label=f'{name} ({last_kimg:g} kimg)')
+    for ax, metric in zip(axes[0], metric_names):
+        ax.set_xlabel('training time (hours, without snapshots and metrics)')
+        ax.set_ylabel(metric)
+        ax.set_yscale('log' if positive[metric] else 'linear') # KID, unbiased, can be below 0.
+        ax.grid(True, which='both', alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    with dnnlib.util.atomic_write(out) as f:
+        fig.savefig(f, format='png', dpi=100)
+    print(f'Wrote {out}')
 
 if __name__ == '__main__':
     main() # pylint: disable=no-value-for-parameter

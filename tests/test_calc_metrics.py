@@ -203,12 +203,19 @@ def test_cpu_variants_use_a_fixed_random_sample_of_the_reals(setup, monkeypatch)
     assert first - generated == 5 # Of the 8 real images, 5 (the dataset's max_size subset), shared by both metrics.
     assert [line['results'] for line in again] == [line['results'] for line in lines]
 
+def test_curve_variants_share_a_small_sample_of_the_reals(setup, monkeypatch):
+    monkeypatch.setattr(metric_main, 'CURVE_REAL_SIZE', 3) # 2000 real images, scaled down.
+    args = ['--network', setup.snapshot, '--data', setup.data, '--metrics', 'fid1k,kid1k', '--inception', setup.detector, '--device', 'cpu']
+    lines = json_lines(run_ok(args).stdout)
+    assert [line['metric'] for line in lines] == ['fid1k', 'kid1k'] and all(np.isfinite(list(line['results'].values())) for line in lines)
+    assert images_seen(setup.detector) == 3 + 1000 # One pass over each, for both metrics.
+
 def test_registry():
     names = metric_main.list_valid_metrics()
     expected = ['fid50k_full', 'kid50k_full', 'pr50k3_full', 'ppl2_wend', 'eqt50k_int', 'eqt50k_frac', 'eqr50k',
         'fid50k', 'kid50k', 'pr50k3', 'is50k', 'sc50k_x2', 'sc50k_x4', 'fid50k_full_x2', 'fid50k_full_x4',
         'fid10k', 'kid10k', 'fid10k_x2', 'fid10k_x4', 'eqt10k_int',
-        'fid1k_full', 'kid1k_full', 'pr1k3_full', 'sc1k_x2', 'sc1k_x4', 'sc1k_x8', 'fid1k_full_x2']
+        'fid1k', 'kid1k', 'fid1k_full', 'kid1k_full', 'pr1k3_full', 'sc1k_x2', 'sc1k_x4', 'sc1k_x8', 'fid1k_full_x2']
     assert [name for name in names if name in expected] == expected # In this order, for calc_metrics' error message.
     assert all(metric_main.is_valid_metric(name) for name in names)
     assert not metric_main.is_valid_metric('fid')
