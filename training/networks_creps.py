@@ -26,6 +26,7 @@ import torch
 from torch_utils import misc
 from torch_utils import persistence
 from torch_utils.ops import bias_act
+from torch_utils.ops import biline_pixels
 from training import generator
 
 #----------------------------------------------------------------------------
@@ -79,10 +80,15 @@ def modulated_fc(
         weight = weight * (1 / np.sqrt(in_channels) / weight.norm(float('inf'), dim=1, keepdim=True))
         styles = styles / styles.norm(float('inf'), dim=1, keepdim=True)
 
+    return torch.bmm(modulated_weight(weight, styles, demodulate).to(x.dtype), x)
+
+def modulated_weight(weight, styles, demodulate=True):
+    """The per-sample weights [N, O, I] of a modulated layer: weight [O, I] scaled by styles
+    [N, I] along its inputs, and demodulated (unit norm per output)."""
     w = weight.unsqueeze(0) * styles.unsqueeze(1) # [NOI]
     if demodulate:
         w = w * (w.square().sum(dim=2, keepdim=True) + 1e-8).rsqrt()
-    return torch.bmm(w.to(x.dtype), x)
+    return w
 
 #----------------------------------------------------------------------------
 
@@ -405,6 +411,22 @@ class SynthesisBlock(torch.nn.Module):
 
 #----------------------------------------------------------------------------
 
+def _fc_step(program, layer, src, dst):
+    """A FullyConnectedLayer as a step of a fused pixel program (biline_pixels.Program)."""
+    bias = layer.bias * layer.bias_gain if layer.bias is not None else torch.zeros([layer.out_features])
+    program.dense(layer.weight * layer.weight_gain, bias, src, dst, lrelu=(layer.activation == 'lrelu'),
+        gain=bias_act.activation_funcs[layer.activation].def_gain)
+
+def _modulated_step(program, layer, w, src, dst):
+    """A SynthesisLayer or ToResLayer of the samples of w [N, w_dim] as a step of a fused pixel
+    program, its per-sample weights prepared here, once per image; a ToResLayer adds to dst."""
+    if isinstance(layer, ToResLayer):
+        weight = modulated_weight(layer.weight, layer.affine(w) * layer.weight_gain, demodulate=False)
+        program.dense(weight, layer.bias, src, dst, clamp=layer.fc_clamp, accumulate=True)
+    else:
+        weight = modulated_weight(layer.weight, layer.affine(w))
+        program.dense(weight, layer.bias, src, dst, lrelu=(layer.activation == 'lrelu'), gain=layer.act_gain, clamp=layer.fc_clamp)
+
 def _decoder(channels):
     """Per-pixel MLP between two levels: C -> 2C -> 4C -> 2C -> C, leaky ReLU throughout."""
     widths = [channels, channels * 2, channels * 4, channels * 2, channels]
@@ -507,7 +529,54 @@ class SynthesisNetwork(torch.nn.Module):
         return row_lines, col_lines
 
     def pixel_stage(self, ws, row_lines, col_lines, precision='fp32'):
-        """Image [N, img_channels, H, W] from the bi-lines of H rows and W columns (as from line_stage)."""
+        """Image [N, img_channels, H, W] from the bi-lines of H rows and W columns (as from line_stage):
+        by the fused CPU kernel where it applies (float32 without gradients: rendering), else
+        layer by layer (pixel_stage_ref)."""
+        if not self._fused_pixels_apply(ws, precision):
+            return self.pixel_stage_ref(ws, row_lines, col_lines, precision)
+        rows = torch.stack(row_lines).permute(0, 1, 3, 2, 4) # [L, N, H, C, R]
+        cols = torch.stack(col_lines).permute(0, 1, 4, 2, 3) # [L, N, R, C, W]
+        with torch.no_grad():
+            return biline_pixels.pixels(self.pixel_program(ws), rows.contiguous(), cols.contiguous(), self.img_channels)
+
+    def _fused_pixels_apply(self, ws, precision):
+        activations = [layer.activation for layer in self.modules() if isinstance(layer, (FullyConnectedLayer, SynthesisLayer))]
+        needs_grad = torch.is_grad_enabled() and (ws.requires_grad or any(p.requires_grad for p in self.parameters()))
+        return (ws.device.type == 'cpu' and precision == 'fp32' and not needs_grad
+            and set(activations) <= {'linear', 'lrelu'} and biline_pixels.kernel_available())
+
+    def pixel_program(self, ws):
+        """The pixel stage as a program of the fused kernel (biline_pixels.Program) for the samples
+        of ws: the levels' outer products and decoders, the RGB projection and the two final
+        blocks, whose modulated weights are prepared here, once per image."""
+        F, T1, T2, T3, IMAGE = 0, 1, 2, 3, biline_pixels.IMAGE_BUFFER
+        program = biline_pixels.Program()
+        def chain(layers, buffer): # buffer = layers(buffer), through the temporaries.
+            assert len(layers) >= 2
+            src = buffer
+            for k, layer in enumerate(layers):
+                dst = buffer if k == len(layers) - 1 else (T1, T2)[k % 2]
+                _fc_step(program, layer, src, dst)
+                src = dst
+        program.outer(0, F)
+        for level, res in enumerate(self.feature_resolutions[1:], start=1):
+            chain(getattr(self, f'decoder_{res}'), F)
+            program.outer(level, F, accumulate=True)
+        chain(self.decoder_last, F)
+        _fc_step(program, self.decoder_img, F, IMAGE)
+        w = ws[:, -1].to(torch.float32) # Both blocks take the last w, in every layer.
+        x = F
+        for block in [self.block0, self.block1]:
+            hidden, out = [buffer for buffer in (T1, T2, T3) if buffer != x][:2]
+            _modulated_step(program, block.fc0, w, x, hidden)
+            _modulated_step(program, block.fc1, w, hidden, out)
+            if block.emits_res:
+                _modulated_step(program, block.tores, w, out, IMAGE)
+            x = out
+        return program
+
+    def pixel_stage_ref(self, ws, row_lines, col_lines, precision='fp32'):
+        """pixel_stage() layer by layer in PyTorch, in chunks of rows: the reference, and the path that trains."""
         n, h, w = ws.shape[0], row_lines[0].shape[2], col_lines[0].shape[2]
         chunk_rows = max(self.pixel_chunk // max(n * w, 1), 1)
         img = torch.empty([n, self.img_channels, h, w], device=ws.device) # Filled chunk by chunk: no second full-size copy.
