@@ -3,7 +3,9 @@
 For each configuration of (resolution, scale or size, batch, tile, precision,
 device) the benchmark reports seconds per image, the FLOPs per image (counted
 with torch.utils.flop_counter), the achieved GFLOP/s next to this machine's
-measured fp32 matmul rate, and the peak resident memory. Each configuration runs
+measured fp32 matmul rate, and the peak resident memory; for untiled renders
+up to 1024x1024 also each stage's time and GFLOP/s, the pixel stage both as
+rendering runs it (the fused CPU kernel for float32) and layer by layer. Each configuration runs
 in a fresh process so that its peak memory is its own.
 
     python bench/bench_generate.py                 # the default grid
@@ -66,8 +68,9 @@ def sync(device):
         torch.cuda.synchronize()
 
 def count_flops(G, height, width, precision):
-    """FLOPs of one image at height x width: the line stage is linear in the side lengths and
-    the pixel stage in the pixel count, so both are counted on a small render and scaled."""
+    """FLOPs of one image at height x width, (line stage, pixel stage): the line stage is linear in
+    the side lengths and the pixel stage in the pixel count, so both are counted on a small render
+    (the pixel stage layer by layer, whose products the counter sees) and scaled."""
     from torch.utils.flop_counter import FlopCounterMode # pylint: disable=import-outside-toplevel
     ws = G.mapping(torch.zeros([1, G.z_dim], device=G.mapping.fc0.weight.device), None)
     probe = torch.linspace(0, 1, 16, device=ws.device)
@@ -75,9 +78,24 @@ def count_flops(G, height, width, precision):
         row_lines, col_lines = G.synthesis.line_stage(ws, probe, probe, precision=precision)
     per_line_sample = counter.get_total_flops() / 32
     with FlopCounterMode(display=False) as counter:
-        G.synthesis.pixel_stage(ws, row_lines, col_lines, precision=precision)
+        G.synthesis.pixel_stage_ref(ws, row_lines, col_lines, precision=precision)
     per_pixel = counter.get_total_flops() / 256
-    return per_line_sample * (height + width) + per_pixel * height * width
+    return per_line_sample * (height + width), per_pixel * height * width
+
+def time_stages(G, z, lines, precision, device, reps):
+    """Seconds per image of the line stage, the pixel stage, and the pixel stage layer by layer (its reference)."""
+    ws = G.mapping(z, None)
+    def timed(fn):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(reps):
+            result = fn()
+        sync(device)
+        return result, (time.perf_counter() - start) / (reps * z.shape[0])
+    (row_lines, col_lines), line_sec = timed(lambda: G.synthesis.line_stage(ws, *lines, precision=precision))
+    _img, pixel_sec = timed(lambda: G.synthesis.pixel_stage(ws, row_lines, col_lines, precision=precision))
+    _img, pixel_ref_sec = timed(lambda: G.synthesis.pixel_stage_ref(ws, row_lines, col_lines, precision=precision))
+    return line_sec, pixel_sec, pixel_ref_sec
 
 def run_one(config):
     """Measure one configuration in this process; returns the result dict."""
@@ -90,7 +108,8 @@ def run_one(config):
     height, width = len(lines[0]), len(lines[1])
     z = torch.randn([cfg['batch'], G.z_dim], device=device)
     with torch.no_grad():
-        flops = count_flops(G, height, width, cfg['precision'])
+        line_flops, pixel_flops = count_flops(G, height, width, cfg['precision'])
+        flops = line_flops + pixel_flops
         gen_images.generate(G, z[:1], None, lines=render.lines_for_scale(cfg['res'], 0.25), precision=cfg['precision']) # Warm-up.
         reps = cfg['reps'] or (3 if height * width * cfg['batch'] <= 4 * 256 ** 2 else 1)
         sync(device)
@@ -99,8 +118,15 @@ def run_one(config):
             gen_images.generate(G, z, None, lines=lines, tile=cfg['tile'], precision=cfg['precision'])
         sync(device)
         seconds = (time.perf_counter() - start) / (reps * cfg['batch'])
+        peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1) # Before the untiled stages below.
+        stages = {}
+        if cfg['tile'] is None and height * width <= 1024 ** 2:
+            line_sec, pixel_sec, pixel_ref_sec = time_stages(G, z, [line.to(device) for line in lines], cfg['precision'], device, reps)
+            stages = dict(line_sec=round(line_sec, 4), line_gflops=round(line_flops / line_sec / 1e9, 1),
+                pixel_sec=round(pixel_sec, 4), pixel_gflops=round(pixel_flops / pixel_sec / 1e9, 1),
+                pixel_layer_by_layer_sec=round(pixel_ref_sec, 4), pixel_speedup=round(pixel_ref_sec / pixel_sec, 2))
     return dict(cfg, width=width, height=height, sec_per_img=round(seconds, 4), gflop_per_img=round(flops / 1e9, 2),
-        gflops=round(flops / seconds / 1e9, 1), peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        gflops=round(flops / seconds / 1e9, 1), **stages, peak_rss_mb=peak_rss_mb,
         peak_cuda_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == 'cuda' else None)
 
 #----------------------------------------------------------------------------
@@ -137,8 +163,9 @@ def main(huge, only, child):
         official_creps_cpu_reference=OFFICIAL_CPU_REFERENCE,
         results=results)
     for r in results:
-        if 'gflops' in r:
-            r['fraction_of_matmul_rate'] = round(r['gflops'] / report['machine']['matmul_fp32_gflops'][r['device']], 3)
+        for key in ['gflops', 'line_gflops', 'pixel_gflops']:
+            if key in r:
+                r[key.replace('gflops', 'fraction_of_matmul_rate')] = round(r[key] / report['machine']['matmul_fp32_gflops'][r['device']], 3)
     print(json.dumps(report, indent=1))
 
 if __name__ == '__main__':
