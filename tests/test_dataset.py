@@ -67,10 +67,14 @@ def test_images_and_onehot_labels(tmp_path, kind):
     assert unlabelled[0][1].shape == (0,)
     ds.close()
 
-def test_class_names(tmp_path):
+def test_class_names(tmp_path, monkeypatch):
     images = make_images(3)
     named = ImageFolderDataset(write_dataset(tmp_path / 'named.zip', images, labels=[0, 2, 1], class_names=['a', 'b', 'c']), use_labels=True)
-    assert named.class_names == ['a', 'b', 'c']
+    reads = []
+    read_metadata = named._read_metadata # pylint: disable=protected-access
+    monkeypatch.setattr(named, '_read_metadata', lambda: reads.append(1) or read_metadata())
+    assert named.class_names == ['a', 'b', 'c'] and named.get_label(1).argmax() == 2
+    assert len(reads) == 1 # One parse of dataset.json for the labels and the names.
     assert ImageFolderDataset(str(tmp_path / 'named.zip')).class_names is None # Without labels, nothing to name.
     assert ImageFolderDataset(write_dataset(tmp_path / 'plain.zip', images, labels=[0, 2, 1]), use_labels=True).class_names is None
     for names in [['a', 'b'], ['a', 'b', 3], 'abc']:

@@ -317,6 +317,7 @@ class ImageFolderDataset(Dataset):
         self._path = path
         self._zipfile = None
         self._zipfile_pid = None
+        self._metadata_class_names = None # dataset.json's "class_names", read with the labels.
 
         if not os.path.exists(path):
             raise DatasetError(f'dataset {path} does not exist')
@@ -416,12 +417,14 @@ class ImageFolderDataset(Dataset):
         return metadata
 
     def _load_class_names(self):
-        return (self._read_metadata() or {}).get('class_names')
+        self._get_raw_labels() # Reads dataset.json, once for both.
+        return self._metadata_class_names
 
     def _load_raw_labels(self):
         metadata = self._read_metadata()
         if metadata is None:
             return None
+        self._metadata_class_names = metadata.get('class_names')
         where = os.path.join(self._path, 'dataset.json')
         labels = metadata['labels']
         if labels is None:
