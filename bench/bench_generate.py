@@ -11,6 +11,8 @@ in a fresh process so that its peak memory is its own.
     python bench/bench_generate.py                 # the default grid
     python bench/bench_generate.py --huge          # adds the 16384x16384 render (about 15 min on 2 cores)
     python bench/bench_generate.py --only 'res=256,scale=16,tile=512'
+    python bench/bench_generate.py --official=~/CREPS --scales=1,2,4   # side by side with a checkout of the official code
+    ATEN_CPU_CAPABILITY=avx2 python bench/bench_generate.py ...        # as on an AVX2 CPU (AMD EPYC), on any x86-64
 
 Not a test: timings depend on the machine. Compare ratios within one run.
 """
@@ -20,12 +22,15 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import click
+import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 import gen_images # pylint: disable=wrong-import-position
 from torch_utils import render # pylint: disable=wrong-import-position
 from training.networks_creps import Generator # pylint: disable=wrong-import-position
@@ -131,6 +136,84 @@ def run_one(config):
 
 #----------------------------------------------------------------------------
 
+# Side by side with the official CREPS code (a checkout of VinAIResearch/CREPS, never copied
+# here): each measurement is a fresh process, ours and theirs alternating, on the same weights.
+# A child imports one codebase only (both name their modules `training` and `torch_utils`).
+
+CHILD_SETUP = {
+    # The official gen_images.py renders a scale by setting the `coords` buffer of its input.
+    'official': """
+from training.networks_creps import Generator
+def render(G, ws, side):
+    G.synthesis.b4.input.coords = torch.linspace(0, 1, side).reshape(1, -1, 1, 1).repeat(1, 1, 2, 1)
+    return G.synthesis(ws)
+""",
+    'ours': """
+from training.networks_creps import Generator
+from torch_utils import render as lines
+def render(G, ws, side):
+    return G.synthesis(ws, *lines.lines_for_size(side, side))
+""",
+}
+
+CHILD_TIMING = """
+G = Generator(**config['G_kwargs']).eval().requires_grad_(False)
+G.load_state_dict(torch.load(config['weights']))
+with torch.no_grad():
+    ws = G.mapping(torch.randn([1, G.z_dim], generator=torch.Generator().manual_seed(0)), None)
+    side = int(G.img_resolution * config['scale'])
+    render(G, ws, G.img_resolution // 4) # Warm-up.
+    start = time.perf_counter()
+    img = render(G, ws, side)
+    seconds = time.perf_counter() - start
+if config['image']:
+    torch.save(img, config['image'])
+print(json.dumps(dict(sec_per_img=round(seconds, 3), peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))))
+"""
+
+def _run_child(config, root, cwd):
+    """One timed render of `config['code']` ('ours' or 'official', whose checkout is `root`)."""
+    script = f'import json, resource, sys, time, torch\nconfig = json.loads(sys.argv[1])\nsys.path.insert(0, {root!r})\n'
+    script += CHILD_SETUP[config['code']] + CHILD_TIMING
+    proc = subprocess.run([sys.executable, '-c', script, json.dumps(config)], capture_output=True, text=True, check=False, cwd=cwd)
+    if proc.returncode != 0:
+        raise click.ClickException(f'{config["code"]} at scale {config["scale"]} failed: {proc.stderr.strip().splitlines()[-1:]}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+def compare_official(official_dir, scales, reps):
+    """The side-by-side table: per scale, the median seconds of each code over `reps` alternating runs."""
+    torch.manual_seed(0)
+    G = Generator(**CREPS_256).eval().requires_grad_(False)
+    rows = []
+    with tempfile.TemporaryDirectory() as temp:
+        weights = os.path.join(temp, 'weights.pt')
+        torch.save(G.state_dict(), weights)
+        line_flops, pixel_flops = count_flops(G, 256, 256, 'fp32')
+        per_pixel = pixel_flops / 256 ** 2
+        for scale in scales:
+            times = {'ours': [], 'official': []}
+            for rep in range(reps):
+                for code in ['ours', 'official']:
+                    image = os.path.join(temp, f'{code}.pt') if rep == 0 and scale <= 4 else None
+                    config = dict(code=code, scale=scale, weights=weights, image=image, G_kwargs=CREPS_256)
+                    result = _run_child(config, official_dir if code == 'official' else REPO, cwd=temp)
+                    times[code].append(result)
+                    print(json.dumps(dict(config, **result)), file=sys.stderr)
+            side = int(256 * scale)
+            row = dict(scale=scale, side=side)
+            for code, results in times.items():
+                row[f'{code}_sec'] = float(np.median([r['sec_per_img'] for r in results]))
+                row[f'{code}_peak_rss_mb'] = max(r['peak_rss_mb'] for r in results)
+            row['speedup'] = round(row['official_sec'] / row['ours_sec'], 2)
+            row['ours_gflops'] = round((line_flops / 512 * 2 * side + per_pixel * side ** 2) / row['ours_sec'] / 1e9, 1)
+            if scale <= 4:
+                ours, official = torch.load(os.path.join(temp, 'ours.pt')), torch.load(os.path.join(temp, 'official.pt'))
+                row['max_abs_difference'] = float((ours - official).abs().max())
+                row['max_abs_value'] = float(official.abs().max())
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
+    return rows
+
 def parse_only(text):
     config = {}
     for item in text.split(','):
@@ -141,11 +224,22 @@ def parse_only(text):
 @click.command()
 @click.option('--huge', is_flag=True, help='Also render 16384x16384 (scale 64 of the 256-px config)')
 @click.option('--only', help="One configuration, e.g. 'res=256,scale=16,tile=512'")
+@click.option('--official', 'official_dir', metavar='DIR', default=lambda: os.environ.get('CREPS_OFFICIAL_DIR'),
+    help='A checkout of VinAIResearch/CREPS: compare its generator with ours instead, same weights, alternating runs  [default: $CREPS_OFFICIAL_DIR]')
+@click.option('--scales', default='1,2,4', show_default=True, help='Scales of the comparison with --official (256-px default config)')
+@click.option('--reps', type=click.IntRange(min=1), default=3, show_default=True, help='Alternating runs per scale and code with --official')
 @click.option('--child', hidden=True, help='Internal: measure one JSON configuration in this process')
-def main(huge, only, child):
+def main(huge, only, official_dir, scales, reps, child):
     """Benchmark image generation speed and memory; prints one JSON document."""
     if child:
         print(json.dumps(run_one(json.loads(child))))
+        return
+    if official_dir:
+        if not os.path.isfile(os.path.join(official_dir, 'training', 'networks_creps.py')):
+            raise click.BadParameter(f'{official_dir} is not a checkout of VinAIResearch/CREPS (no training/networks_creps.py)', param_hint='--official')
+        rows = compare_official(os.path.abspath(official_dir), [float(v) for v in scales.split(',')], reps)
+        print(json.dumps(dict(machine=dict(cpu_threads=torch.get_num_threads(), torch=torch.__version__,
+            cpu_capability=torch.backends.cpu.get_cpu_capability(), matmul_fp32_gflops=round(matmul_rate('cpu'), 1)), official_comparison=rows), indent=1))
         return
     grid = [parse_only(only)] if only else default_grid(huge)
     results = []
