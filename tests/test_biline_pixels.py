@@ -21,10 +21,16 @@ def assert_close(got, expected):
     error, scale = (got - expected).abs().max().item(), max(expected.abs().max().item(), 1)
     assert error <= TOL * scale, f'off by {error:.3g} (scale {scale:.3g})'
 
-@pytest.fixture(scope='module', autouse=True)
+@pytest.fixture
 def kernel():
-    if not biline_pixels.kernel_available():
+    if not biline_pixels.kernel_available('cpu'):
         pytest.skip('the biline_pixels CPU kernel did not build here (no compiler?): its warning says why')
+
+@pytest.fixture
+def cuda_kernel():
+    if not torch.cuda.is_available():
+        pytest.skip('needs a CUDA GPU (the CUDA kernel of biline_pixels)')
+    assert biline_pixels.kernel_available('cuda'), 'the CUDA kernel did not build or failed its self-check: see its warning'
 
 #----------------------------------------------------------------------------
 # The op.
@@ -61,14 +67,26 @@ def program_width(program, buffer, channels):
     (3, 2, 33, 5, 3, [7, 13], 4, 2),   # Row counts that are no multiple of the register blocks.
     (1, 4, 64, 32, 8, [64, 128, 64], 3, 2),
 ])
-def test_kernel_runs_programs_as_the_reference(batch, height, width, channels, rank, widths, img_channels, levels):
+def test_kernel_runs_programs_as_the_reference(kernel, batch, height, width, channels, rank, widths, img_channels, levels):
     gen = torch.Generator().manual_seed(0)
     rows = torch.randn([levels, batch, height, channels, rank], generator=gen)
     cols = torch.randn([levels, batch, rank, channels, width], generator=gen)
     program = random_program(gen, batch, channels, widths, img_channels, levels)
     assert_close(biline_pixels.pixels(program, rows, cols, img_channels), biline_pixels.pixels_ref(program, rows, cols, img_channels))
 
-def test_kernel_refuses_malformed_programs():
+@pytest.mark.parametrize('dtype, tol', [(torch.float32, TOL), (torch.float16, 2e-2), (torch.bfloat16, 5e-2)])
+def test_cuda_kernel_runs_programs_as_the_reference(cuda_kernel, dtype, tol):
+    # Lines and weights in `dtype`, sums in float32: against the float32 reference of the same rounded inputs.
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randn([3, 2, 5, 32, 8], generator=gen).to(dtype)
+    cols = torch.randn([3, 2, 8, 32, 45], generator=gen).to(dtype)
+    program = random_program(gen, 2, 32, [64, 128, 64], 3, 3).to('cpu', dtype)
+    expected = biline_pixels.pixels_ref(program, rows, cols, 3)
+    got = biline_pixels.pixels(program.to('cuda', dtype), rows.cuda(), cols.cuda(), 3).cpu()
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    assert (got - expected).abs().max() <= tol * max(expected.abs().max().item(), 1)
+
+def test_kernel_refuses_malformed_programs(kernel):
     rows, cols = torch.zeros([1, 1, 2, 4, 2]), torch.zeros([1, 1, 2, 4, 3])
     program = biline_pixels.Program()
     program.outer(0, dst=0)
@@ -95,7 +113,7 @@ def fused_and_reference(G, n, rows, cols, seed=1):
     z = torch.randn([n, G.z_dim], generator=gen)
     c = torch.nn.functional.one_hot(torch.arange(n) % max(G.c_dim, 1), max(G.c_dim, 1)).float()[:, :G.c_dim]
     with torch.no_grad():
-        ws = G.mapping(z, c)
+        ws = G.mapping(z.to(rows.device), c.to(rows.device))
         row_lines, col_lines = G.synthesis.line_stage(ws, rows, cols)
         return G.synthesis.pixel_stage(ws, row_lines, col_lines), G.synthesis.pixel_stage_ref(ws, row_lines, col_lines)
 
@@ -106,19 +124,19 @@ def fused_and_reference(G, n, rows, cols, seed=1):
     dict(img_resolution=8, rank=4, bandwidth=3),
     dict(img_resolution=32, img_channels=4, biline_channels=12, num_fp16_res=2, architecture='orig'),
 ])
-def test_fused_stage_equals_the_layers(config):
+def test_fused_stage_equals_the_layers(kernel, config):
     G = tiny_generator(**config)
     rows, cols = torch.linspace(0, 1, 7), torch.linspace(-0.5, 1.5, 37) # Odd sizes, beyond the frame.
     fused, reference = fused_and_reference(G, 3, rows, cols)
     assert_close(fused, reference)
 
-def test_shipped_model_at_an_odd_size():
+def test_shipped_model_at_an_odd_size(kernel):
     G, _names = legacy.load_generator(legacy.DEFAULT_NETWORK)
     fused, reference = fused_and_reference(G.eval(), 2, torch.linspace(0.1, 0.9, 45), torch.linspace(-0.2, 1.2, 53))
     assert_close(fused, reference)
 
 @pytest.mark.parametrize('tile', [5, 16, 33])
-def test_tiles_equal_the_full_frame(tile):
+def test_tiles_equal_the_full_frame(kernel, tile):
     G = tiny_generator()
     with torch.no_grad():
         ws = G.mapping(torch.randn([2, G.z_dim], generator=torch.Generator().manual_seed(3)), None)
@@ -126,6 +144,11 @@ def test_tiles_equal_the_full_frame(tile):
         full = render.render(G.synthesis, ws, rows, cols)
         tiled = render.render(G.synthesis, ws, rows, cols, tile=tile)
     assert_close(tiled, full)
+
+def test_cuda_fused_stage_equals_the_layers(cuda_kernel):
+    G = tiny_generator(img_resolution=32, biline_channels=32).cuda()
+    fused, reference = fused_and_reference(G, 2, torch.linspace(0, 1, 41).cuda(), torch.linspace(-0.5, 1.5, 70).cuda())
+    assert_close(fused, reference)
 
 def test_training_takes_the_layers():
     # With gradients wanted the stage runs layer by layer (the kernel has no backward pass).

@@ -413,7 +413,7 @@ class SynthesisBlock(torch.nn.Module):
 
 def _fc_step(program, layer, src, dst):
     """A FullyConnectedLayer as a step of a fused pixel program (biline_pixels.Program)."""
-    bias = layer.bias * layer.bias_gain if layer.bias is not None else torch.zeros([layer.out_features])
+    bias = layer.bias * layer.bias_gain if layer.bias is not None else layer.weight.new_zeros([layer.out_features])
     program.dense(layer.weight * layer.weight_gain, bias, src, dst, lrelu=(layer.activation == 'lrelu'),
         gain=bias_act.activation_funcs[layer.activation].def_gain)
 
@@ -530,8 +530,8 @@ class SynthesisNetwork(torch.nn.Module):
 
     def pixel_stage(self, ws, row_lines, col_lines, precision='fp32'):
         """Image [N, img_channels, H, W] from the bi-lines of H rows and W columns (as from line_stage):
-        by the fused CPU kernel where it applies (float32 without gradients: rendering), else
-        layer by layer (pixel_stage_ref)."""
+        by the fused kernel of its device where it applies (float32 without gradients: rendering),
+        else layer by layer (pixel_stage_ref)."""
         if not self._fused_pixels_apply(ws, precision):
             return self.pixel_stage_ref(ws, row_lines, col_lines, precision)
         rows = torch.stack(row_lines).permute(0, 1, 3, 2, 4) # [L, N, H, C, R]
@@ -542,8 +542,8 @@ class SynthesisNetwork(torch.nn.Module):
     def _fused_pixels_apply(self, ws, precision):
         activations = [layer.activation for layer in self.modules() if isinstance(layer, (FullyConnectedLayer, SynthesisLayer))]
         needs_grad = torch.is_grad_enabled() and (ws.requires_grad or any(p.requires_grad for p in self.parameters()))
-        return (ws.device.type == 'cpu' and precision == 'fp32' and not needs_grad
-            and set(activations) <= {'linear', 'lrelu'} and biline_pixels.kernel_available())
+        return (precision == 'fp32' and not needs_grad and set(activations) <= {'linear', 'lrelu'}
+            and biline_pixels.kernel_available(ws.device))
 
     def pixel_program(self, ws):
         """The pixel stage as a program of the fused kernel (biline_pixels.Program) for the samples

@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <vector>
+#include "biline_pixels.h"
 
 namespace biline_pixels {
 
@@ -47,11 +48,6 @@ constexpr int VECTORS = 2;
 constexpr int BLOCK = VECTOR * VECTORS;
 typedef float Vec __attribute__((vector_size(VECTOR * sizeof(float)), aligned(sizeof(float)), may_alias));
 
-enum Kind : int64_t { OUTER = 0, DENSE = 1 };
-constexpr int STEP_FIELDS = 6;   // kind, index, src, dst, accumulate, leaky ReLU.
-constexpr int NUM_BUFFERS = 5;
-constexpr int IMAGE_BUFFER = 4;
-
 struct Layer
 {
     const float* weight;    // [O, I] of sample 0.
@@ -60,8 +56,6 @@ struct Layer
     int out, in;
     float gain, clamp;      // clamp < 0: none.
 };
-
-struct Step { int64_t kind, index, src, dst, accumulate, lrelu; };
 
 static inline Vec load(const float* p) { return *reinterpret_cast<const Vec*>(p); }
 static inline void store(float* p, Vec v) { *reinterpret_cast<Vec*>(p) = v; }
@@ -142,65 +136,18 @@ static void outer(const float* row, const float* col, int64_t col_stride, int ch
     }
 }
 
-// rows [L, N, H, C, R], cols [L, N, R, C, W]; weights[k] [1 or N, O, I], biases[k] [O]; steps: STEP_FIELDS
-// ints each; gains and clamps per layer. Returns the image [N, img_channels, H, W], float32.
-at::Tensor pixels(const at::Tensor& rows, const at::Tensor& cols, at::TensorList weights, at::TensorList biases,
+// The op on CPU tensors, float32: the image [N, img_channels, H, W] (see prepare() for the arguments).
+at::Tensor pixels_cpu(const at::Tensor& rows, const at::Tensor& cols, at::TensorList weights, at::TensorList biases,
     at::IntArrayRef steps, at::ArrayRef<double> gains, at::ArrayRef<double> clamps, int64_t img_channels)
 {
-    TORCH_CHECK(rows.device().is_cpu() && rows.scalar_type() == at::kFloat && rows.dim() == 5 && rows.is_contiguous(),
-        "biline_pixels: rows must be a contiguous float32 CPU tensor [L, N, H, C, R]");
-    TORCH_CHECK(cols.device().is_cpu() && cols.scalar_type() == at::kFloat && cols.dim() == 5,
-        "biline_pixels: cols must be a float32 CPU tensor [L, N, R, C, W]");
-    const int64_t levels = rows.size(0), batch = rows.size(1), height = rows.size(2), channels = rows.size(3), rank = rows.size(4);
-    const int64_t width = cols.size(4);
-    TORCH_CHECK(cols.size(0) == levels && cols.size(1) == batch && cols.size(2) == rank && cols.size(3) == channels,
-        "biline_pixels: cols must be [L, N, R, C, W] for rows [L, N, H, C, R]");
-    TORCH_CHECK(weights.size() == biases.size() && gains.size() == weights.size() && clamps.size() == weights.size(),
-        "biline_pixels: one bias, gain and clamp per weight");
-    TORCH_CHECK(steps.size() % STEP_FIELDS == 0, "biline_pixels: steps must hold ", STEP_FIELDS, " integers each");
-
-    // The block's buffers hold the widest layer.
-    int64_t max_channels = std::max<int64_t>(channels, img_channels);
+    TORCH_CHECK(rows.scalar_type() == at::kFloat, "biline_pixels: the CPU kernel takes float32");
+    const Args a = prepare(rows, cols, weights, biases, steps, gains, clamps, img_channels);
+    const int64_t batch = a.batch, height = a.height, channels = a.channels, rank = a.rank, width = a.width;
     std::vector<Layer> layers;
-    for (size_t k = 0; k < weights.size(); k++)
-    {
-        const at::Tensor& w = weights[k];
-        const at::Tensor& b = biases[k];
-        TORCH_CHECK(w.device().is_cpu() && w.scalar_type() == at::kFloat && w.dim() == 3 && w.is_contiguous()
-            && (w.size(0) == 1 || w.size(0) == batch), "biline_pixels: weight ", k, " must be a contiguous float32 [1 or N, O, I]");
-        TORCH_CHECK(b.device().is_cpu() && b.scalar_type() == at::kFloat && b.dim() == 1 && b.is_contiguous() && b.size(0) == w.size(1),
-            "biline_pixels: bias ", k, " must be a contiguous float32 [O]");
-        layers.push_back({w.data_ptr<float>(), w.size(0) == 1 ? 0 : w.size(1) * w.size(2), b.data_ptr<float>(),
-            (int)w.size(1), (int)w.size(2), (float)gains[k], (float)clamps[k]});
-        max_channels = std::max({max_channels, w.size(1), w.size(2)});
-    }
-    // Each buffer's channel count as the program runs (0: not written yet), so that every layer
-    // reads as many channels as its buffer holds.
-    std::vector<Step> program;
-    int64_t held[NUM_BUFFERS] = {};
-    for (size_t s = 0; s < steps.size(); s += STEP_FIELDS)
-    {
-        const Step step{steps[s], steps[s + 1], steps[s + 2], steps[s + 3], steps[s + 4], steps[s + 5]};
-        TORCH_CHECK(step.kind == OUTER || step.kind == DENSE, "biline_pixels: unknown step kind ", step.kind);
-        TORCH_CHECK(step.index >= 0 && step.index < (step.kind == OUTER ? levels : (int64_t)layers.size()), "biline_pixels: step index out of range");
-        TORCH_CHECK(step.dst >= 0 && step.dst < NUM_BUFFERS && (step.kind == OUTER || (step.src >= 0 && step.src < NUM_BUFFERS)),
-            "biline_pixels: buffer out of range");
-        int64_t width = channels;
-        if (step.kind == DENSE)
-        {
-            const Layer& layer = layers[step.index];
-            TORCH_CHECK(step.dst != step.src, "biline_pixels: a layer cannot write its own input");
-            TORCH_CHECK(held[step.src] == layer.in, "biline_pixels: layer ", step.index, " has ", layer.in, " inputs, but its buffer holds ",
-                held[step.src], " channels");
-            width = layer.out;
-        }
-        TORCH_CHECK(!step.accumulate || held[step.dst] == width, "biline_pixels: step ", s / STEP_FIELDS, " adds ", width,
-            " channels to a buffer of ", held[step.dst]);
-        held[step.dst] = width;
-        program.push_back(step);
-    }
-    TORCH_CHECK(held[IMAGE_BUFFER] == img_channels, "biline_pixels: the program gives the image ", held[IMAGE_BUFFER],
-        " channels instead of ", img_channels);
+    for (const LayerArgs& layer : a.layers)
+        layers.push_back({layer.weight.data_ptr<float>(), layer.weight.size(0) == 1 ? 0 : layer.out * layer.in, layer.bias.data_ptr<float>(),
+            (int)layer.out, (int)layer.in, layer.gain, layer.clamp});
+    const std::vector<Step>& program = a.program;
 
     // Columns padded to whole blocks, so that every block reads BLOCK pixels.
     const int64_t blocks_per_row = (width + BLOCK - 1) / BLOCK;
@@ -210,11 +157,11 @@ at::Tensor pixels(const at::Tensor& rows, const at::Tensor& cols, at::TensorList
     const float* row_data = rows.data_ptr<float>();
     const float* col_data = padded.data_ptr<float>();
     float* img_data = img.data_ptr<float>();
-    const int64_t buffer_size = max_channels * BLOCK;
+    const int64_t scratch_size = a.offset[NUM_BUFFERS] * BLOCK;
 
     at::parallel_for(0, batch * height * blocks_per_row, 1, [&](int64_t begin, int64_t end)
     {
-        std::vector<float> scratch(NUM_BUFFERS * buffer_size);
+        std::vector<float> scratch(scratch_size);
         for (int64_t item = begin; item < end; item++)
         {
             const int64_t n = item / (height * blocks_per_row);
@@ -222,7 +169,7 @@ at::Tensor pixels(const at::Tensor& rows, const at::Tensor& cols, at::TensorList
             const int64_t j0 = item % blocks_per_row * BLOCK;
             for (const Step& step : program)
             {
-                float* dst = scratch.data() + step.dst * buffer_size;
+                float* dst = scratch.data() + a.offset[step.dst] * BLOCK;
                 if (step.kind == OUTER)
                 {
                     const float* row = row_data + (((step.index * batch + n) * height + i) * channels) * rank;
@@ -230,9 +177,9 @@ at::Tensor pixels(const at::Tensor& rows, const at::Tensor& cols, at::TensorList
                     outer(row, col, padded_width, (int)channels, (int)rank, dst, step.accumulate);
                 }
                 else
-                    dense(layers[step.index], n, scratch.data() + step.src * buffer_size, dst, step.accumulate, step.lrelu);
+                    dense(layers[step.index], n, scratch.data() + a.offset[step.src] * BLOCK, dst, step.accumulate, step.lrelu);
             }
-            const float* out = scratch.data() + IMAGE_BUFFER * buffer_size;
+            const float* out = scratch.data() + a.offset[IMAGE_BUFFER] * BLOCK;
             const int64_t count = std::min<int64_t>(BLOCK, width - j0);
             for (int64_t c = 0; c < img_channels; c++)
                 std::copy(out + c * BLOCK, out + c * BLOCK + count, img_data + ((n * img_channels + c) * height + i) * width + j0);
@@ -241,13 +188,16 @@ at::Tensor pixels(const at::Tensor& rows, const at::Tensor& cols, at::TensorList
     return img;
 }
 
-int64_t block_size() { return BLOCK; }
-
 } // namespace biline_pixels
+
+//------------------------------------------------------------------------
 
 TORCH_LIBRARY(TORCH_EXTENSION_NAME, m)
 {
-    m.def("pixels(Tensor rows, Tensor cols, Tensor[] weights, Tensor[] biases, int[] steps, float[] gains, float[] clamps, int img_channels) -> Tensor",
-        &biline_pixels::pixels);
-    m.def("block_size() -> int", &biline_pixels::block_size);
+    m.def("pixels(Tensor rows, Tensor cols, Tensor[] weights, Tensor[] biases, int[] steps, float[] gains, float[] clamps, int img_channels) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(TORCH_EXTENSION_NAME, CPU, m)
+{
+    m.impl("pixels", &biline_pixels::pixels_cpu);
 }
