@@ -20,13 +20,14 @@ through the layers are [N, channels, positions] in both stages, so that the oute
 product lands in the layout the per-pixel layers read, with no transposition.
 """
 
+import importlib
+
 import numpy as np
 import torch
 
 from torch_utils import misc
 from torch_utils import persistence
 from torch_utils.ops import bias_act
-from torch_utils.ops import biline_pixels
 from training import generator
 
 #----------------------------------------------------------------------------
@@ -87,7 +88,9 @@ def modulated_weight(weight, styles, demodulate=True):
     [N, I] along its inputs, and demodulated (unit norm per output)."""
     w = weight.unsqueeze(0) * styles.unsqueeze(1) # [NOI]
     if demodulate:
-        w = w * (w.square().sum(dim=2, keepdim=True) + 1e-8).rsqrt()
+        # The norms of w's rows, sum_i (weight[o, i] * styles[n, i])^2, as one product: a pass over
+        # the weight instead of two over the modulated weights of every sample.
+        w = w * (styles.square() @ weight.square().t() + 1e-8).rsqrt().unsqueeze(2)
     return w
 
 #----------------------------------------------------------------------------
@@ -96,7 +99,6 @@ def fully_connected(x, weight, bias, weight_gain, bias_gain, activation):
     """x times (weight * weight_gain) transposed, plus bias * bias_gain, then the
     activation, in x's dtype. x: [N, in] or, applied at every position, [N, in, P].
     The equalized-learning-rate layer of every mapping network."""
-    w = weight.to(x.dtype) * weight_gain
     b = bias
     if b is not None:
         b = b.to(x.dtype)
@@ -105,10 +107,14 @@ def fully_connected(x, weight, bias, weight_gain, bias_gain, activation):
     if x.ndim == 3:
         # One product per sample with the weight broadcast (a view): torch.matmul(w, x) would fold
         # the batch into the rows, transposing x to [N * P, in] and back, a copy per layer and pass.
+        w = weight.to(x.dtype) * weight_gain
         return bias_act.bias_act(torch.bmm(w.unsqueeze(0).expand(x.shape[0], -1, -1), x), b, dim=1, act=activation)
+    # The gain scales the product [N, out], not the weight [out, in]: an affine layer of a
+    # 1024-channel network has 1024 x 512 weights for a handful of samples.
+    w = weight.to(x.dtype)
     if activation == 'linear' and b is not None:
-        return torch.addmm(b.unsqueeze(0), x, w.t())
-    return bias_act.bias_act(x.matmul(w.t()), b, act=activation)
+        return torch.addmm(b.unsqueeze(0), x, w.t(), alpha=weight_gain)
+    return bias_act.bias_act(torch.mm(x, w.t()).mul_(weight_gain), b, act=activation)
 
 @persistence.persistent_class
 class FullyConnectedLayer(torch.nn.Module):
@@ -411,6 +417,15 @@ class SynthesisBlock(torch.nn.Module):
 
 #----------------------------------------------------------------------------
 
+def fused_pixel_op():
+    """The module of the fused pixel-stage kernels, torch_utils.ops.biline_pixels, or None where the
+    code runs without it: this module's source travels in the pickles it makes, and the official
+    codebases that load them have no such op (their networks then render layer by layer)."""
+    try:
+        return importlib.import_module('torch_utils.ops.biline_pixels')
+    except ImportError:
+        return None
+
 def _fc_step(program, layer, src, dst):
     """A FullyConnectedLayer as a step of a fused pixel program (biline_pixels.Program)."""
     bias = layer.bias * layer.bias_gain if layer.bias is not None else layer.weight.new_zeros([layer.out_features])
@@ -532,25 +547,25 @@ class SynthesisNetwork(torch.nn.Module):
         """Image [N, img_channels, H, W] from the bi-lines of H rows and W columns (as from line_stage):
         by the fused kernel of its device where it applies (float32 without gradients: rendering),
         else layer by layer (pixel_stage_ref)."""
-        if not self._fused_pixels_apply(ws, precision):
+        op = fused_pixel_op()
+        if op is None or not self._fused_pixels_apply(op, ws, precision):
             return self.pixel_stage_ref(ws, row_lines, col_lines, precision)
         rows = torch.stack(row_lines).permute(0, 1, 3, 2, 4) # [L, N, H, C, R]
         cols = torch.stack(col_lines).permute(0, 1, 4, 2, 3) # [L, N, R, C, W]
         with torch.no_grad():
-            return biline_pixels.pixels(self.pixel_program(ws), rows.contiguous(), cols.contiguous(), self.img_channels)
+            return op.pixels(self.pixel_program(op, ws), rows.contiguous(), cols.contiguous(), self.img_channels)
 
-    def _fused_pixels_apply(self, ws, precision):
+    def _fused_pixels_apply(self, op, ws, precision):
         activations = [layer.activation for layer in self.modules() if isinstance(layer, (FullyConnectedLayer, SynthesisLayer))]
         needs_grad = torch.is_grad_enabled() and (ws.requires_grad or any(p.requires_grad for p in self.parameters()))
-        return (precision == 'fp32' and not needs_grad and set(activations) <= {'linear', 'lrelu'}
-            and biline_pixels.kernel_available(ws.device))
+        return precision == 'fp32' and not needs_grad and set(activations) <= {'linear', 'lrelu'} and op.kernel_available(ws.device)
 
-    def pixel_program(self, ws):
-        """The pixel stage as a program of the fused kernel (biline_pixels.Program) for the samples
-        of ws: the levels' outer products and decoders, the RGB projection and the two final
-        blocks, whose modulated weights are prepared here, once per image."""
-        F, T1, T2, T3, IMAGE = 0, 1, 2, 3, biline_pixels.IMAGE_BUFFER
-        program = biline_pixels.Program()
+    def pixel_program(self, op, ws):
+        """The pixel stage as a program of the fused kernel (op.Program, op = fused_pixel_op()) for
+        the samples of ws: the levels' outer products and decoders, the RGB projection and the two
+        final blocks, whose modulated weights are prepared here, once per image."""
+        F, T1, T2, T3, IMAGE = 0, 1, 2, 3, op.IMAGE_BUFFER
+        program = op.Program()
         def chain(layers, buffer): # buffer = layers(buffer), through the temporaries.
             assert len(layers) >= 2
             src = buffer
