@@ -168,7 +168,7 @@ class TileRenderer:
         self.max_pending = max_pending
         self.cache = LRUCache(cache_bytes)
         self.pending = collections.OrderedDict() # key -> Pending, oldest first.
-        self.stats = collections.Counter()       # rendered, dropped, cancelled (requests), batches, cache_hits.
+        self.stats = dict.fromkeys(['rendered', 'dropped', 'cancelled', 'batches', 'cache_hits'], 0) # 'cancelled' counts requests.
         self.latencies = collections.deque(maxlen=10000) # Seconds from request to PNG, of the tiles not in the cache.
         self._ws = collections.OrderedDict()     # (seed, class, psi) -> ws, a few recent ones.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='tiles')
