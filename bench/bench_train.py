@@ -5,7 +5,8 @@ of smooth random images for a few ticks; the figures are the means over the
 ticks after the first (which carries the start-up), read from the run's
 stats.jsonl: sec/kimg, seconds per step and peak resident memory.
 
-    python bench/bench_train.py                      # tiny 32-px config, then the default 256-px config
+    python bench/bench_train.py                      # every config below, one after the other
+    python bench/bench_train.py --only demo32 --only stylegan2_demo32 --rounds 2   # their two sec/kimg: the StyleGAN2 baseline's kimg budget
     python bench/bench_train.py --only tiny32
     python bench/bench_train.py --device cuda --gpus 1
     python bench/bench_train.py --baseline 12117d5   # side by side with that commit (a git worktree)
@@ -36,14 +37,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name: (resolution, batch, train.py options, kimg per tick, ticks measured, config the --baseline
 # revision trains). A tick of a multiple of 4 steps carries its share of the lazy path-length
 # regularization (every 4th step).
+DEMO32_OPTIONS = ['--cbase=512', '--cmax=32', '--aug=noaug', '--pl-weight=0', '--map-depth=2', '--workers=1']
 CONFIGS = {
     # The acceptance config of the training issue: small capacity, everything else default.
-    'tiny32': (32, 8, ['--cbase=512', '--cmax=32'], 0.032, 4, 'tiny32'),
+    'tiny32': (32, 8, ['--cfg=creps', '--cbase=512', '--cmax=32'], 0.032, 4, 'tiny32'),
     # The recipe of the shipped Fashion-MNIST model (models/creps-fmnist32.md), against the tiny
     # config as the baseline revision would train it: what a CPU user gains, recipe and code together.
-    'demo32': (32, 32, ['--cbase=512', '--cmax=32', '--aug=noaug', '--pl-weight=0', '--map-depth=2', '--workers=1'], 0.128, 3, 'tiny32'),
+    'demo32': (32, 32, ['--cfg=creps', *DEMO32_OPTIONS], 0.128, 3, 'tiny32'),
+    # StyleGAN2 with the same options: the baseline of the shipped model, trained for the kimg that
+    # cost the same (docs/runs/stylegan2-fmnist32).
+    'stylegan2_demo32': (32, 32, ['--cfg=stylegan2', *DEMO32_OPTIONS], 0.128, 3, 'stylegan2_demo32'),
     # The default CREPS config (30.5 M generator parameters), augmentation and regularization on.
-    'creps256': (256, 4, [], 0.016, 1, 'creps256'),
+    'creps256': (256, 4, ['--cfg=creps'], 0.016, 1, 'creps256'),
 }
 
 #----------------------------------------------------------------------------
@@ -65,7 +70,7 @@ def run_config(name, device, gpus, workdir, repo=REPO):
         os.makedirs(data)
         write_images(data, resolution, count=max(4 * batch, 16))
     outdir = tempfile.mkdtemp(dir=workdir, prefix=f'runs-{name}-')
-    cmd = [sys.executable, os.path.join(repo, 'train.py'), f'--outdir={outdir}', '--cfg=creps', f'--data={data}', f'--gpus={gpus}',
+    cmd = [sys.executable, os.path.join(repo, 'train.py'), f'--outdir={outdir}', f'--data={data}', f'--gpus={gpus}',
         f'--batch={batch}', '--gamma=1', f'--tick={tick}', f'--kimg={tick * ticks + batch / 1000}', f'--snap={ticks + 1}', '--metrics=none',
         f'--device={device}', '--grid=2x2', *options]
     result = subprocess.run(cmd, capture_output=True, text=True)
