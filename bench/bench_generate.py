@@ -27,6 +27,7 @@ import time
 
 import click
 import numpy as np
+import psutil
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -190,22 +191,34 @@ def compare_official(official_dir, scales, reps):
         torch.save(G.state_dict(), weights)
         line_flops, pixel_flops = count_flops(G, 256, 256, 'fp32')
         per_pixel = pixel_flops / 256 ** 2
+        official_rss_per_pixel = None # From its largest render so far: its memory grows with the pixel count.
         for scale in scales:
-            times = {'ours': [], 'official': []}
+            side = int(256 * scale)
+            codes = ['ours', 'official']
+            projected_mb = official_rss_per_pixel * side ** 2 if official_rss_per_pixel else 0
+            if projected_mb > psutil.virtual_memory().available / 2**20:
+                # Running it anyway would invite the kernel's OOM killer onto this machine's other processes.
+                codes = ['ours']
+            times = {code: [] for code in codes}
             for rep in range(reps):
-                for code in ['ours', 'official']:
+                for code in codes:
                     image = os.path.join(temp, f'{code}.pt') if rep == 0 and scale <= 4 else None
                     config = dict(code=code, scale=scale, weights=weights, image=image, G_kwargs=CREPS_256)
                     result = _run_child(config, official_dir if code == 'official' else REPO, cwd=temp)
                     times[code].append(result)
                     print(json.dumps(dict(config, **result)), file=sys.stderr)
-            side = int(256 * scale)
             row = dict(scale=scale, side=side)
             for code, results in times.items():
                 row[f'{code}_sec'] = float(np.median([r['sec_per_img'] for r in results]))
                 row[f'{code}_peak_rss_mb'] = max(r['peak_rss_mb'] for r in results)
-            row['speedup'] = round(row['official_sec'] / row['ours_sec'], 2)
             row['ours_gflops'] = round((line_flops / 512 * 2 * side + per_pixel * side ** 2) / row['ours_sec'] / 1e9, 1)
+            if 'official' not in times:
+                row['official_not_run'] = f'projected peak RSS {projected_mb / 1024:.1f} GB exceeds the available memory'
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr)
+                continue
+            official_rss_per_pixel = row['official_peak_rss_mb'] / side ** 2
+            row['speedup'] = round(row['official_sec'] / row['ours_sec'], 2)
             if scale <= 4:
                 ours, official = torch.load(os.path.join(temp, 'ours.pt')), torch.load(os.path.join(temp, 'official.pt'))
                 row['max_abs_difference'] = float((ours - official).abs().max())

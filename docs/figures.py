@@ -97,10 +97,17 @@ def training_hours(stats):
 
 def training_curve(run_dir, metric):
     """[(kimg, training hours, value)] of metric-<metric>.jsonl in `run_dir`, one per snapshot: the
-    snapshot's kimg from its file name, its training time from the tick that ended there."""
+    snapshot's kimg from its file name, its training time from the tick that ended there. A folder
+    with training.json ({"kimg", "training_hours"}) instead of stats.jsonl holds the measurements of
+    one finished network (calc_metrics' output), its one point placed by that file."""
+    metric_lines = read_jsonl(os.path.join(run_dir, f'metric-{metric}.jsonl'))
+    if not os.path.isfile(os.path.join(run_dir, 'stats.jsonl')):
+        with open(os.path.join(run_dir, 'training.json')) as f:
+            network = json.load(f)
+        return [(network['kimg'], network['training_hours'], line['results'][metric]) for line in metric_lines[-1:]]
     ticks = training_hours(read_jsonl(os.path.join(run_dir, 'stats.jsonl')))
     curve = []
-    for line in read_jsonl(os.path.join(run_dir, f'metric-{metric}.jsonl')):
+    for line in metric_lines:
         kimg = float(SNAPSHOT_KIMG.fullmatch(os.path.basename(line['snapshot_pkl'])).group(1))
         tick_kimg, hours = min(ticks, key=lambda tick: abs(tick[0] - kimg)) # Labels keep whole kimg of six-digit runs.
         curve.append((tick_kimg, hours, line['results'][metric]))
@@ -125,7 +132,9 @@ def curves(runs, metric_names, out):
             last_kimg = curve[-1][0] if curve else 0
             values = [value for _kimg, _hours, value in curve]
             positive[metric] &= all(value > 0 for value in values)
-            ax.plot([hours for _kimg, hours, _value in curve], values, marker='o', label=f'{name} ({last_kimg:g} kimg)')
+            one_point = len(curve) == 1 # A finished network without its run's curve: drawn as a star.
+            ax.plot([hours for _kimg, hours, _value in curve], values, marker='*' if one_point else 'o', markersize=12 if one_point else 6,
+                linestyle='none' if one_point else '-', label=f'{name} ({last_kimg:.0f} kimg{", final network" if one_point else ""})')
     for ax, metric in zip(axes[0], metric_names):
         ax.set_xlabel('training time (hours, without snapshots and metrics)')
         ax.set_ylabel(metric)

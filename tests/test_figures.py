@@ -32,6 +32,16 @@ def test_curve_takes_training_time_without_maintenance(tmp_path):
     curve = figures.training_curve(str(tmp_path / 'run'), 'fid1k')
     assert [(kimg, round(hours * 3600), fid) for kimg, hours, fid in curve] == [(8.0, 3670 - 160, 40.0), (16.0, 8170 - 1060, 25.0)]
 
+def test_a_finished_network_is_one_point_placed_by_its_training_json(tmp_path):
+    # calc_metrics appends a line per evaluation: the latest is the network's.
+    os.makedirs(tmp_path / 'net')
+    with open(tmp_path / 'net' / 'metric-fid1k.jsonl', 'w') as f:
+        for fid in [90.0, 85.0]:
+            f.write(json.dumps(dict(results=dict(fid1k=fid), metric='fid1k', snapshot_pkl='models/g.safetensors')) + '\n')
+    with open(tmp_path / 'net' / 'training.json', 'w') as f:
+        json.dump(dict(kimg=240, training_hours=1.04), f)
+    assert figures.training_curve(str(tmp_path / 'net'), 'fid1k') == [(240, 1.04, 85.0)]
+
 def test_curves_figure_is_written(tmp_path):
     write_run(tmp_path / 'a', [(0, 10, 10), (8, 1010, 0)], [('000000', 300.0), ('000008', 80.0)])
     write_run(tmp_path / 'b', [(0, 10, 10), (8, 510, 0)], [('000000', 280.0), ('000008', 120.0)])

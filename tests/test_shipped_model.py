@@ -67,6 +67,21 @@ def test_images_look_like_fashion_mnist(shipped):
     means = np.stack([img.mean(axis=0) for img in images.values()])
     assert np.abs(means[:, None] - means[None]).mean(axis=(2, 3))[~np.eye(10, dtype=bool)].min() > 5 # The classes differ.
 
+def test_the_stylegan2_baseline_generates_its_classes(tmp_path):
+    """The baseline of the model card (docs/runs/stylegan2-fmnist32): a StyleGAN2 G_ema, tensors and
+    JSON only, with the class names; gen_images renders its classes by name, at its training size."""
+    path = os.path.join(REPO, 'docs', 'runs', 'stylegan2-fmnist32', 'stylegan2-fmnist32.safetensors')
+    with open(path, 'rb') as f:
+        assert legacy._is_safetensors(f) # pylint: disable=protected-access
+    G, class_names = legacy.load_generator(path)
+    assert type(G).__module__ == 'training.networks_stylegan2' and (G.img_resolution, G.img_channels) == (32, 1)
+    assert class_names == FASHION_MNIST_CLASSES
+    invoke_ok(gen_images.generate_images, [f'--network={path}', '--seeds=0-3', '--class=trouser', f'--outdir={tmp_path}'])
+    images = np.stack([np.asarray(PIL.Image.open(tmp_path / name), dtype=np.float32) for name in sorted(os.listdir(tmp_path))])
+    assert images.shape == (4, 32, 32)
+    # Trousers: a lit middle, and narrow (about 7 lit columns; this network's pullovers and bags 12-14).
+    assert images[:, :, :3].mean() < 12 and images[:, 4:28, 12:20].mean() > 100 and (images > 64).mean(axis=(0, 1)).sum() < 10
+
 def test_renders_at_any_scale_agree(shipped):
     """Rendered at 4 times its resolution and area-downsampled, the model gives its 32x32 image back (close)."""
     G, _class_names = shipped
